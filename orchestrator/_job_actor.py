@@ -1,0 +1,311 @@
+"""The job actor: one per running job; its mailbox orders the lifecycle.
+
+The first message persists ``active``; only then does the handler start, in
+a cancel scope inside the actor's nursery. The handler's outcome comes back
+as a message to the same mailbox, so it is always handled after ``active``
+was written, however fast the handler is. Each write is guarded by the
+expected prior status and the lease token; a write that does not apply
+means someone else moved the job (a cancel, a rescuer), and the actor reads
+the row to learn which.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeAlias
+
+import trio
+from pydantic_core import to_jsonable_python
+
+from actors import Actor, ActorDead, MailboxFull
+
+from ._lifecycle import (
+    Applied,
+    Cancel,
+    Event,
+    Fail,
+    JobState,
+    Rejected,
+    Release,
+    Snapshot,
+    Start,
+    Succeed,
+    transition,
+)
+from ._jobs import JobContext, JobDefinition
+from ._models import JobRecord
+from ._store import Store, TransitionRow
+from ._writer import TransitionWriter
+
+logger = logging.getLogger("orchestrator.job")
+
+Clock = Callable[[], datetime]
+
+
+# Messages: small and frozen.
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """Persist ``active`` and start the handler."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerReturned:
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerRaised:
+    error: dict[str, Any]
+    retryable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    """An authorised cancel reached this node."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportProgress:
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseJob:
+    """This node is stopping: interrupt the handler, give the job back."""
+
+
+JobMessage: TypeAlias = Begin | HandlerReturned | HandlerRaised | CancelRequested | ReportProgress | ReleaseJob
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The actor's answer to a message: did the job move, and where is it."""
+
+    applied: bool
+    state: JobState
+    reason: str | None = None
+
+
+def describe_error(exc: BaseException) -> dict[str, Any]:
+    """A JSON-ready description of a handler's exception."""
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+class JobActor(Actor[JobMessage]):
+    """Owns one claimed job until it leaves this node.
+
+    Args:
+        job: the row as claimed (status ``queued``, lease held).
+        token: the lease's fencing token.
+        definition: the job's kind.
+        writer: where transitions are persisted.
+        store: for reading the row back when a write did not apply.
+        clock: wall clock for timestamps (stamped monotonic per job).
+        on_exit: called once when the actor stops, with the job's last
+            known state.
+    """
+
+    def __init__(
+        self,
+        job: JobRecord,
+        token: int,
+        definition: JobDefinition,
+        writer: TransitionWriter,
+        store: Store,
+        clock: Clock,
+        on_exit: Callable[[JobRecord, JobState], None],
+    ) -> None:
+        self.job = job
+        self._token = token
+        self._definition = definition
+        self._writer = writer
+        self._store = store
+        self._clock = clock
+        self._on_exit = on_exit
+        self._snapshot: Snapshot = job.snapshot()
+        self._handler_scope: trio.CancelScope | None = None
+        self._finished = False
+
+    @property
+    def state(self) -> JobState:
+        return self._snapshot.state
+
+    async def on_start(self) -> None:
+        self.ref.tell_nowait(Begin())
+
+    async def on_stop(self) -> None:
+        self._cancel_handler()
+        self._on_exit(self.job, self._snapshot.state)
+
+    async def receive(self, message: JobMessage) -> Outcome:
+        if self._finished:
+            return Outcome(False, self.state, _reason(self.state))
+        match message:
+            case Begin():
+                outcome = await self._settle(Start(self._clock()))
+                if outcome.applied:
+                    self.nursery.start_soon(self._run_handler)
+                return outcome
+            case HandlerReturned(result=result):
+                return await self._settle(Succeed(self._clock(), result))
+            case HandlerRaised(error=error, retryable=retryable):
+                now = self._clock()
+                retry_at = None
+                if retryable:
+                    delay = self._definition.retry.delay(self._snapshot.attempt)
+                    retry_at = now + timedelta(seconds=delay)
+                return await self._settle(Fail(now, error, retry_at))
+            case CancelRequested():
+                self._cancel_handler()
+                return await self._settle(Cancel(self._clock()))
+            case ReportProgress(value=value):
+                return await self._write_progress(value)
+            case ReleaseJob():
+                self._cancel_handler()
+                return await self._settle(Release(self._clock()))
+        raise TypeError(f"job actor got an unknown message {message!r}")
+
+    async def _settle(self, event: Event) -> Outcome:
+        decision = transition(self._snapshot, event)
+        if isinstance(decision, Rejected):
+            return Outcome(False, decision.state, decision.reason)
+        applied = await self._writer.write(self._row(decision))
+        if applied:
+            return self._moved(decision.after)
+        return await self._reconcile(decision)
+
+    def _row(self, decision: Applied) -> TransitionRow:
+        before, after = decision.before, decision.after
+        return TransitionRow(
+            job_id=self.job.id,
+            token=self._token,
+            expected=before.state.value,
+            next=after.state.value,
+            started_at=after.started_at if after.started_at != before.started_at else None,
+            completed_at=after.completed_at,
+            run_at=after.run_at if after.state is JobState.QUEUED else None,
+            result=after.result if after.state is JobState.COMPLETED else None,
+            progress=1.0 if after.state is JobState.COMPLETED else None,
+            error=after.error if after.error is not before.error else None,
+            attempt=after.attempt if after.attempt != before.attempt else None,
+        )
+
+    def _moved(self, after: Snapshot) -> Outcome:
+        self._snapshot = after
+        if after.state is not JobState.ACTIVE:
+            # Terminal, or back in the queue for a retry: either way this
+            # node is done with the job.
+            self._finish()
+        return Outcome(True, after.state)
+
+    async def _reconcile(self, decision: Applied) -> Outcome:
+        """A guarded write did not apply: find out why from the row."""
+        row = await self._store.get_job_any(self.job.id)
+        if row is None:
+            logger.error("job %s vanished while this node ran it", self.job.id)
+            self._finish()
+            return Outcome(False, self.state, "job vanished")
+        current = JobRecord.from_row(row)
+        ours = row["lease_token"] == self._token
+        wanted = decision.after
+        requeued = wanted.state is JobState.QUEUED and row["lease_token"] is None
+        if current.state is wanted.state and current.attempt == wanted.attempt and (ours or requeued):
+            # The write was committed but its acknowledgement was lost.
+            return self._moved(wanted)
+        if current.state is JobState.ACTIVE and ours and current.cancel_requested:
+            # A retry yields to a cancel that was requested meanwhile.
+            self._snapshot = current.snapshot()
+            self._cancel_handler()
+            return await self._settle(Cancel(self._clock()))
+        if not ours and not current.state.is_terminal:
+            logger.warning("job %s: lease lost (token %s); stopping its handler here", self.job.id, self._token)
+        self._snapshot = current.snapshot()
+        self._finish()
+        return Outcome(False, current.state, _reason(current.state))
+
+    async def _write_progress(self, value: float) -> Outcome:
+        if self.state is not JobState.ACTIVE:
+            return Outcome(False, self.state, _reason(self.state))
+        row = TransitionRow(
+            job_id=self.job.id, token=self._token, expected="active", next="active", progress=value
+        )
+        if await self._writer.write(row):
+            return Outcome(True, JobState.ACTIVE)
+        return await self._reconcile(Applied(self._snapshot, self._snapshot))
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._cancel_handler()
+        try:
+            self.ref.stop_nowait()
+        except MailboxFull:
+            self.nursery.start_soon(self.ref.stop)
+        except ActorDead:
+            pass
+
+    def _cancel_handler(self) -> None:
+        if self._handler_scope is not None:
+            self._handler_scope.cancel()
+
+    async def _run_handler(self) -> None:
+        definition = self._definition
+        context = JobContext(self.job, self._report_progress)
+        outcome: JobMessage
+        with trio.CancelScope() as scope:
+            self._handler_scope = scope
+            try:
+                payload = definition.validate(self.job.payload)
+                with trio.fail_after(definition.timeout if definition.timeout is not None else math.inf):
+                    result = await definition.handler(context, payload)
+                outcome = HandlerReturned(to_jsonable_python(result))
+            except trio.TooSlowError:
+                outcome = HandlerRaised(
+                    {"type": "Timeout", "message": f"attempt ran over its timeout of {definition.timeout}s"}
+                )
+            except Exception as exc:
+                logger.info("job %s (%s) attempt %d raised %r", self.job.id, self.job.kind, self.job.attempt, exc)
+                outcome = HandlerRaised(describe_error(exc), retryable=_is_retryable(exc))
+        if scope.cancelled_caught:
+            return
+        try:
+            await self.ref.tell(outcome)
+        except ActorDead:
+            pass
+
+    async def _report_progress(self, value: float) -> None:
+        try:
+            await self.ref.ask(ReportProgress(value))
+        except ActorDead:
+            pass
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    from pydantic import ValidationError
+    from pydantic_core import PydanticSerializationError
+
+    # A payload that does not validate, or a result that cannot be stored,
+    # fails the same way on every attempt.
+    return not isinstance(exc, (ValidationError, PydanticSerializationError))
+
+
+def _reason(state: JobState) -> str | None:
+    return f"already {state.value}" if state.is_terminal else None
+
+
+__all__ = [
+    "Begin",
+    "CancelRequested",
+    "HandlerRaised",
+    "HandlerReturned",
+    "JobActor",
+    "JobMessage",
+    "Outcome",
+    "ReleaseJob",
+    "ReportProgress",
+]

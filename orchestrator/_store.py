@@ -1,0 +1,399 @@
+"""The store: every conversation with PostgreSQL.
+
+This is the only module that imports asyncpg or trio_asyncio, and it imports
+trio_asyncio only when a store is opened: importing it patches asyncio for
+the whole process, which a host application must not pay for by merely
+importing the package. Statements come from ``sql/queries.sql`` by name.
+asyncpg's errors are translated into the package's own exceptions here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import trio
+
+from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
+from ._migrations import Migration
+from ._queries import query
+
+T = TypeVar("T")
+Row = Mapping[str, Any]
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+#: Notification channels, each prefixed with the schema name.
+JOBS_CHANNEL = "jobs"
+DONE_CHANNEL = "done"
+CANCEL_CHANNEL = "cancel"
+
+
+def check_schema_name(schema: str) -> str:
+    """Return ``schema`` if it is a plain lower-case identifier.
+
+    Raises:
+        ValueError: naming the bad schema.
+    """
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"schema name {schema!r} must match {_SCHEMA_NAME.pattern}")
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRow:
+    """One guarded write: move ``job_id`` from ``expected`` to ``next``.
+
+    ``None`` fields leave the column as it is (``completed_at`` excepted,
+    which is always written: it is ``None`` for every non-terminal state).
+    """
+
+    job_id: uuid.UUID
+    token: int
+    expected: str
+    next: str
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    run_at: datetime | None = None
+    progress: float | None = None
+    result: Any = None
+    error: Any = None
+    attempt: int | None = None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError,
+            asyncpg.CrashShutdownError,
+        ),
+    )
+
+
+def translate_error(exc: BaseException) -> OrchestratorError | None:
+    """The package's exception for an asyncpg or socket error, if it is one."""
+    if isinstance(exc, OrchestratorError):
+        return exc
+    if _is_connection_error(exc):
+        return DatabaseUnavailable(f"PostgreSQL is unreachable: {type(exc).__name__}: {exc}")
+    if isinstance(exc, asyncpg.PostgresError):
+        return StoreError(
+            f"PostgreSQL rejected a statement: {type(exc).__name__}: {exc}",
+            sqlstate=getattr(exc, "sqlstate", None),
+            constraint=getattr(exc, "constraint_name", None),
+        )
+    return None
+
+
+def sole_exception(group: BaseExceptionGroup[Any]) -> BaseException | None:
+    """The one leaf exception of a (nested) group, or ``None`` if several."""
+    leaves = list(_leaves(group))
+    return leaves[0] if len(leaves) == 1 else None
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Re-raise asyncpg errors (also inside exception groups) as ours."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = sole_exception(group)
+        if leaf is None:
+            raise
+        ours = translate_error(leaf)
+        if ours is None or ours is leaf:
+            raise leaf from None
+        raise ours from leaf
+    except Exception as exc:
+        ours = translate_error(exc)
+        if ours is None or ours is exc:
+            raise
+        raise ours from exc
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Store:
+    """Named statements over a small set of connections, callable from trio.
+
+    Connections are handed out by a trio-side pool: asyncpg's own pool costs
+    several round trips through trio-asyncio per checkout.
+    """
+
+    def __init__(self, dsn: str, schema: str, size: int, connect_timeout: float) -> None:
+        self.dsn = dsn
+        self.schema = check_schema_name(schema)
+        self._size = size
+        self._connect_timeout = connect_timeout
+        self._idle: list[asyncpg.Connection] = []
+        self._slots = trio.Semaphore(size)
+        self._all: list[asyncpg.Connection] = []
+
+    def channel(self, name: str) -> str:
+        """The notification channel ``name`` of this schema."""
+        return f"{self.schema}_{name}"
+
+    # -- connections -------------------------------------------------------
+
+    async def _aio(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        import trio_asyncio
+
+        with translated_errors():
+            return await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
+
+    async def connect(self) -> asyncpg.Connection:
+        """A new connection with the schema on its search path.
+
+        Raises:
+            DatabaseUnavailable: the server cannot be reached.
+        """
+        conn: asyncpg.Connection = await self._aio(
+            asyncpg.connect,
+            self.dsn,
+            timeout=self._connect_timeout,
+            server_settings={"search_path": self.schema, "application_name": "trio-orchestrator"},
+        )
+        await self._aio(_init_connection, conn)
+        self._all.append(conn)
+        return conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """Borrow a connection; a closed one is replaced on the way out."""
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self.connect()
+            try:
+                yield conn
+            finally:
+                if conn.is_closed():
+                    self._forget(conn)
+                else:
+                    self._idle.append(conn)
+
+    def _forget(self, conn: asyncpg.Connection) -> None:
+        if conn in self._all:
+            self._all.remove(conn)
+
+    async def close(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            for conn in list(self._all):
+                try:
+                    await self._aio(conn.close, timeout=2)
+                except (OrchestratorError, Exception):
+                    conn.terminate()
+            self._all.clear()
+            self._idle.clear()
+
+    async def fetch(self, name: str, *args: Any) -> list[Row]:
+        """Run statement ``name``; all rows."""
+        async with self.connection() as conn:
+            rows: list[Row] = await self._aio(conn.fetch, query(name), *args)
+            return rows
+
+    async def fetchrow(self, name: str, *args: Any) -> Row | None:
+        async with self.connection() as conn:
+            row: Row | None = await self._aio(conn.fetchrow, query(name), *args)
+            return row
+
+    async def fetchval(self, name: str, *args: Any) -> Any:
+        async with self.connection() as conn:
+            return await self._aio(conn.fetchval, query(name), *args)
+
+    # -- schema ------------------------------------------------------------
+
+    async def migrate(self, migrations: Sequence[Migration]) -> list[str]:
+        """Apply the migrations this schema lacks; return their names.
+
+        An advisory lock serialises concurrent runners, so each file is
+        applied once; each file runs in its own transaction.
+        """
+        async with self.connection() as conn:
+            await self._aio(conn.execute, query("migration_lock"), self.schema)
+            try:
+                create_schema = await self._aio(conn.fetchval, query("create_schema_statement"), self.schema)
+                await self._aio(conn.execute, create_schema)
+                await self._aio(conn.execute, query("create_migrations_table"))
+                done = {r["name"] for r in await self._aio(conn.fetch, query("applied_migrations"))}
+                applied = []
+                for migration in migrations:
+                    if migration.name in done:
+                        continue
+                    await self._aio(_apply_migration, conn, migration)
+                    applied.append(migration.name)
+                # Types created by a migration (the status enum) were unknown
+                # when pooled connections cached their codecs.
+                for other in self._all:
+                    if not other.is_closed():
+                        await self._aio(other.reload_schema_state)
+                return applied
+            finally:
+                with trio.CancelScope(shield=True):
+                    if not conn.is_closed():
+                        await self._aio(conn.execute, query("migration_unlock"), self.schema)
+
+    async def applied_migrations(self) -> list[str]:
+        return [r["name"] for r in await self.fetch("applied_migrations")]
+
+    # -- jobs --------------------------------------------------------------
+
+    async def submit(
+        self,
+        *,
+        kind: str,
+        queue: str,
+        owner_user_id: str,
+        owner_org_id: str,
+        priority: int,
+        max_attempts: int,
+        delay: float,
+        job_ids: Sequence[uuid.UUID],
+        payloads: Sequence[Any],
+    ) -> list[Row]:
+        """Insert queued jobs of one kind, in one statement."""
+        return await self.fetch(
+            "submit_jobs", kind, queue, owner_user_id, owner_org_id, priority, max_attempts,
+            float(delay), list(job_ids), list(payloads),
+        )  # fmt: skip
+
+    async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None:
+        return await self.fetchrow("get_job", job_id, org_id)
+
+    async def get_job_any(self, job_id: uuid.UUID) -> Row | None:
+        return await self.fetchrow("get_job_any", job_id)
+
+    async def get_jobs(self, job_ids: Sequence[uuid.UUID]) -> list[Row]:
+        return await self.fetch("get_jobs", list(job_ids))
+
+    async def list_jobs(self, org_id: str, *, status: str | None, kind: str | None, limit: int) -> list[Row]:
+        return await self.fetch("list_jobs", org_id, status, kind, limit)
+
+    async def claim(
+        self, *, kinds: Sequence[str], queues: Sequence[str], limit: int, node: str, lease_seconds: float
+    ) -> list[Row]:
+        return await self.fetch("claim_jobs", list(kinds), list(queues), limit, node, float(lease_seconds))
+
+    async def next_due(self, *, kinds: Sequence[str], queues: Sequence[str]) -> datetime | None:
+        due: datetime | None = await self.fetchval("next_due", list(kinds), list(queues))
+        return due
+
+    async def apply_transitions(self, rows: Sequence[TransitionRow]) -> set[uuid.UUID]:
+        """Persist many guarded transitions in one statement.
+
+        Returns:
+            The ids of the jobs whose transition applied.
+        """
+        applied = await self.fetch(
+            "apply_transitions",
+            [r.job_id for r in rows],
+            [r.token for r in rows],
+            [r.expected for r in rows],
+            [r.next for r in rows],
+            [r.started_at for r in rows],
+            [r.completed_at for r in rows],
+            [r.run_at for r in rows],
+            [r.progress for r in rows],
+            [r.result for r in rows],
+            [r.error for r in rows],
+            [r.attempt for r in rows],
+        )
+        return {r["job_id"] for r in applied}
+
+    async def cancel_queued(
+        self, job_id: uuid.UUID, *, started_at: datetime | None, completed_at: datetime, by: str
+    ) -> Row | None:
+        return await self.fetchrow("cancel_queued", job_id, started_at, completed_at, by)
+
+    async def request_cancel(self, job_id: uuid.UUID, *, by: str) -> bool:
+        return await self.fetchrow("request_cancel", job_id, by) is not None
+
+    async def renew_leases(self, node: str, lease_seconds: float) -> list[uuid.UUID]:
+        """Extend every lease of ``node``; the ids among them asked to cancel."""
+        return [r["job_id"] for r in await self.fetch("renew_leases", node, float(lease_seconds))]
+
+    async def release_unstarted(self, job_ids: Sequence[uuid.UUID], tokens: Sequence[int]) -> None:
+        await self.fetch("release_unstarted", list(job_ids), list(tokens))
+
+    # -- notifications -----------------------------------------------------
+
+    @asynccontextmanager
+    async def listen(
+        self, names: Sequence[str], *, buffer: int = 4096
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[tuple[str, str]]]:
+        """Receive ``(name, payload)`` for notifications on this schema's channels.
+
+        Notifications are hints (pollers catch what is missed), so when the
+        buffer is full new ones are dropped rather than growing without bound.
+        """
+        send, receive = trio.open_memory_channel[tuple[str, str]](buffer)
+        by_channel = {self.channel(name): name for name in names}
+
+        def on_notification(_conn: Any, _pid: int, channel: str, payload: str) -> None:
+            try:
+                send.send_nowait((by_channel[channel], payload))
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                pass
+
+        conn = await self.connect()
+        try:
+            for channel in by_channel:
+                await self._aio(conn.add_listener, channel, on_notification)
+            async with receive:
+                yield receive
+        finally:
+            send.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                self._forget(conn)
+                try:
+                    await self._aio(conn.close, timeout=1)
+                except Exception:
+                    conn.terminate()
+
+
+async def _apply_migration(conn: asyncpg.Connection, migration: Migration) -> None:
+    async with conn.transaction():
+        await conn.execute(migration.sql)
+        await conn.execute(query("record_migration"), migration.name)
+
+
+@asynccontextmanager
+async def open_store(
+    dsn: str, *, schema: str = "orchestrator", size: int = 4, connect_timeout: float = 10.0
+) -> AsyncIterator[Store]:
+    """Open an asyncio loop inside trio and a store on ``dsn``.
+
+    The first connection is made before this yields, so an unreachable
+    database fails here, with :class:`DatabaseUnavailable`.
+    """
+    import trio_asyncio
+
+    store = Store(dsn, schema, size, connect_timeout)
+    with translated_errors():
+        async with trio_asyncio.open_loop():
+            try:
+                async with store.connection():
+                    pass
+                yield store
+            finally:
+                await store.close()

@@ -1,0 +1,126 @@
+"""The transition writer: many job actors' writes, one statement per batch.
+
+Each job actor awaits the acknowledgement of its own write before it handles
+its next message, so writes stay ordered per job while jobs share
+statements. Batches form by themselves: whatever arrived while the previous
+statement ran goes into the next one, with no timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+
+import trio
+
+from ._errors import DatabaseUnavailable
+from ._store import Store, TransitionRow
+
+logger = logging.getLogger("orchestrator.writer")
+
+
+@dataclass(slots=True)
+class _Request:
+    row: TransitionRow
+    done: trio.Event = field(default_factory=trio.Event)
+    applied: bool = False
+    error: BaseException | None = None
+
+
+class TransitionWriter:
+    """Coalesces guarded transitions from many job actors into one statement.
+
+    Args:
+        store: where to write.
+        capacity: requests that may wait for the next batch; writers beyond
+            it wait for room (backpressure).
+        max_batch: rows per statement at most.
+        reconnect_backoff: first and largest pause between attempts while
+            the database is unreachable.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        capacity: int = 2048,
+        max_batch: int = 500,
+        reconnect_backoff: tuple[float, float] = (0.05, 5.0),
+    ) -> None:
+        self._store = store
+        self._send, self._receive = trio.open_memory_channel[_Request](capacity)
+        self._max_batch = max_batch
+        self._backoff = reconnect_backoff
+        self.statements = 0
+        self.rows = 0
+
+    async def write(self, row: TransitionRow) -> bool:
+        """Persist ``row`` with the next batch.
+
+        Returns:
+            Whether the guarded transition applied.
+
+        Raises:
+            StoreError: PostgreSQL rejected the batch.
+        """
+        request = _Request(row)
+        await self._send.send(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.applied
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write batches until cancelled."""
+        task_status.started()
+        async with self._receive:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Request]) -> None:
+        # A job must not be written twice in one statement (UPDATE ... FROM
+        # would apply only one of its rows); actors await each write, so
+        # this only guards against a bug elsewhere.
+        seen: set[uuid.UUID] = set()
+        now, later = [], []
+        for request in batch:
+            (later if request.row.job_id in seen else now).append(request)
+            seen.add(request.row.job_id)
+        try:
+            applied = await self._apply_retrying([r.row for r in now])
+        except Exception as exc:
+            for request in now:
+                request.error = exc
+        else:
+            for request in now:
+                request.applied = request.row.job_id in applied
+        finally:
+            for request in now:
+                request.done.set()
+        if later:
+            await self._write_batch(later)
+
+    async def _apply_retrying(self, rows: list[TransitionRow]) -> set[uuid.UUID]:
+        # While the database is away, hold the batch and try again: the
+        # guards make a retried write apply at most once, and an actor whose
+        # write was in fact committed reads back its own state.
+        delay, ceiling = self._backoff
+        while True:
+            try:
+                applied = await self._store.apply_transitions(rows)
+            except DatabaseUnavailable as exc:
+                logger.warning("database unavailable, retrying %d writes in %.2fs: %s", len(rows), delay, exc)
+                await trio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(ceiling, delay * 2)
+                continue
+            self.statements += 1
+            self.rows += len(rows)
+            return applied

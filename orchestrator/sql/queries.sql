@@ -1,0 +1,160 @@
+-- Every statement the store runs. Each starts with a "-- name:" header; the
+-- comment lines under it say what it is for. Loaded once by _queries.py.
+-- Placeholders are asyncpg's $n. Objects are unqualified: connections set
+-- search_path to the orchestrator's schema.
+
+-- name: submit_jobs
+-- Insert queued jobs of one kind in one statement; the database clock stamps
+-- created_at, so producers on skewed clocks cannot break ordering.
+INSERT INTO job_status (
+    job_id, kind, queue, payload, owner_user_id, owner_org_id,
+    priority, max_attempts, run_at, created_at)
+SELECT j.job_id, $1, $2, j.payload, $3, $4, $5, $6,
+       statement_timestamp() + make_interval(secs => $7), statement_timestamp()
+FROM unnest($8::uuid[], $9::jsonb[]) AS j(job_id, payload)
+RETURNING *;
+
+-- name: get_job
+-- One job, only within the caller's organisation.
+SELECT * FROM job_status WHERE job_id = $1 AND owner_org_id = $2;
+
+-- name: get_job_any
+-- One job for the node that runs it (no tenancy: the node holds the lease).
+SELECT * FROM job_status WHERE job_id = $1;
+
+-- name: get_jobs
+-- Several jobs by id, for waiters re-checking after a notification or a tick.
+SELECT * FROM job_status WHERE job_id = ANY($1::uuid[]);
+
+-- name: list_jobs
+-- An organisation's jobs, newest first, optionally filtered by status and kind.
+SELECT * FROM job_status
+WHERE owner_org_id = $1
+  AND ($2::text IS NULL OR status = $2::job_state)
+  AND ($3::text IS NULL OR kind = $3)
+ORDER BY created_at DESC, job_id
+LIMIT $4;
+
+-- name: claim_jobs
+-- Lease up to $3 due jobs of the kinds and queues this node runs. SKIP LOCKED
+-- lets many dispatchers claim at once without waiting on each other; each
+-- claimed row gets a fresh fencing token.
+WITH due AS (
+    SELECT job_id FROM job_status
+    WHERE status = 'queued' AND lease_token IS NULL
+      AND run_at <= clock_timestamp()
+      AND kind = ANY($1::text[]) AND queue = ANY($2::text[])
+    ORDER BY priority DESC, run_at, job_id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE job_status j
+SET lease_node = $4,
+    lease_token = nextval('lease_token_seq'),
+    lease_expires_at = clock_timestamp() + make_interval(secs => $5)
+FROM due
+WHERE j.job_id = due.job_id
+RETURNING j.*;
+
+-- name: next_due
+-- When the next not-yet-due job of these kinds and queues becomes due.
+SELECT min(run_at) FROM job_status
+WHERE status = 'queued' AND lease_token IS NULL
+  AND kind = ANY($1::text[]) AND queue = ANY($2::text[]);
+
+-- name: apply_transitions
+-- Persist many jobs' transitions in one statement. Each row applies only if
+-- the job is still in the expected status under the expected lease token, so
+-- no transition is skipped, repeated or made by a node that lost its lease.
+-- A retry (back to queued) also yields to a pending cancel request: the actor
+-- then sees why it did not apply and cancels instead. Returns the rows applied.
+WITH t AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::bigint[], $3::text[], $4::text[],
+        $5::timestamptz[], $6::timestamptz[], $7::timestamptz[],
+        $8::double precision[], $9::jsonb[], $10::jsonb[], $11::int[]
+    ) AS t(job_id, token, expected, next, started_at, completed_at, run_at,
+           progress, result, error, attempt)
+)
+UPDATE job_status j
+SET status = t.next::job_state,
+    started_at = COALESCE(t.started_at, j.started_at),
+    completed_at = t.completed_at,
+    run_at = COALESCE(t.run_at, j.run_at),
+    attempt = COALESCE(t.attempt, j.attempt),
+    progress = COALESCE(t.progress, j.progress),
+    result = COALESCE(t.result, j.result),
+    error = COALESCE(t.error, j.error),
+    lease_node = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_node END,
+    lease_token = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_token END,
+    lease_expires_at = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_expires_at END
+FROM t
+WHERE j.job_id = t.job_id
+  AND j.status = t.expected::job_state
+  AND j.lease_token = t.token
+  AND (t.next <> 'queued' OR j.cancel_requested_at IS NULL)
+RETURNING j.job_id;
+
+-- name: cancel_queued
+-- Cancel a job that no node has started. Guarded by status and by the
+-- started_at ($2, null before a first attempt) the stamp $3 was computed from.
+UPDATE job_status
+SET status = 'cancelled', completed_at = $3,
+    cancel_requested_at = $3, cancel_requested_by = $4
+WHERE job_id = $1 AND status = 'queued' AND started_at IS NOT DISTINCT FROM $2
+RETURNING *;
+
+-- name: request_cancel
+-- Ask the node running an active job to cancel it: stored durably (a node
+-- that misses the notification sees it at its next heartbeat) and announced.
+WITH requested AS (
+    UPDATE job_status
+    SET cancel_requested_at = COALESCE(cancel_requested_at, clock_timestamp()),
+        cancel_requested_by = COALESCE(cancel_requested_by, $2)
+    WHERE job_id = $1 AND status = 'active'
+    RETURNING job_id, lease_node
+)
+SELECT job_id, lease_node, pg_notify(current_schema() || '_cancel', job_id::text)
+FROM requested;
+
+-- name: renew_leases
+-- Extend every lease this node holds in one statement; return the jobs among
+-- them whose cancellation was requested (a fallback for missed notifications).
+WITH renewed AS (
+    UPDATE job_status
+    SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+    WHERE lease_node = $1 AND status IN ('queued', 'active') AND lease_token IS NOT NULL
+    RETURNING job_id, cancel_requested_at
+)
+SELECT job_id FROM renewed WHERE cancel_requested_at IS NOT NULL;
+
+-- name: release_unstarted
+-- Give back leases on jobs this node claimed but never started.
+UPDATE job_status
+SET lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
+WHERE job_id = ANY($1::uuid[]) AND status = 'queued' AND lease_token = ANY($2::bigint[])
+RETURNING job_id;
+
+-- name: migration_lock
+-- Serialise migration runners of one schema across processes and machines.
+SELECT pg_advisory_lock(hashtext('trio-orchestrator migrations ' || $1));
+
+-- name: migration_unlock
+SELECT pg_advisory_unlock(hashtext('trio-orchestrator migrations ' || $1));
+
+-- name: create_schema_statement
+-- The schema name is an identifier, which cannot be a parameter: let the
+-- server quote it.
+SELECT format('CREATE SCHEMA IF NOT EXISTS %I', $1::text);
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name       text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- name: applied_migrations
+SELECT name FROM schema_migrations ORDER BY name;
+
+-- name: record_migration
+INSERT INTO schema_migrations (name) VALUES ($1);

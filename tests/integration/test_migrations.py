@@ -1,0 +1,84 @@
+"""Migrating from zero, again as a no-op, and from two runners at once."""
+
+from __future__ import annotations
+
+import trio
+
+from orchestrator._migrations import load_migrations
+from orchestrator._store import open_store
+from tests.pg import fetch
+
+EXPECTED_COLUMNS = {
+    "job_id", "kind", "queue", "payload", "owner_user_id", "owner_org_id", "status", "priority",
+    "attempt", "max_attempts", "run_at", "created_at", "started_at", "completed_at", "lease_node",
+    "lease_token", "lease_expires_at", "cancel_requested_at", "cancel_requested_by", "progress",
+    "result", "error",
+}  # fmt: skip
+
+
+async def migrate(url: str) -> list[str]:
+    async with open_store(url) as store:
+        return await store.migrate(load_migrations())
+
+
+async def test_migrating_from_zero_gives_the_expected_schema(empty_database_url: str) -> None:
+    applied = await migrate(empty_database_url)
+    assert applied == [m.name for m in load_migrations()]
+    columns = await fetch(
+        empty_database_url,
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = 'orchestrator' AND table_name = 'job_status'",
+    )
+    assert {c["column_name"] for c in columns} == EXPECTED_COLUMNS
+    constraints = {
+        r["conname"]: r["def"]
+        for r in await fetch(
+            empty_database_url,
+            "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
+            " WHERE conrelid = 'orchestrator.job_status'::regclass",
+        )
+    }
+    check = constraints["job_status_timestamps_check"]
+    assert "started_at >= created_at" in check and "completed_at >= started_at" in check
+    assert "job_status_terminal_timestamps_check" in constraints
+    enum = await fetch(
+        empty_database_url,
+        "SELECT enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid"
+        " WHERE t.typname = 'job_state' ORDER BY enumsortorder",
+    )
+    assert [r["enumlabel"] for r in enum] == ["queued", "active", "completed", "failed", "cancelled"]
+    # Nothing leaked into the host application's public schema.
+    public = await fetch(empty_database_url, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'")
+    assert public[0]["n"] == 0
+
+
+async def test_migrating_again_is_a_no_op(empty_database_url: str) -> None:
+    first = await migrate(empty_database_url)
+    second = await migrate(empty_database_url)
+    assert first and second == []
+    rows = await fetch(empty_database_url, "SELECT name FROM orchestrator.schema_migrations ORDER BY name")
+    assert [r["name"] for r in rows] == first
+
+
+async def test_two_concurrent_migrations_apply_each_file_once(empty_database_url: str) -> None:
+    results: list[list[str]] = []
+
+    async def run() -> None:
+        results.append(await migrate(empty_database_url))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        nursery.start_soon(run)
+    names = [m.name for m in load_migrations()]
+    assert sorted(results, key=len) == [[], names]
+    rows = await fetch(empty_database_url, "SELECT name FROM orchestrator.schema_migrations")
+    assert sorted(r["name"] for r in rows) == names
+
+
+async def test_a_custom_schema_holds_every_object(empty_database_url: str) -> None:
+    async with open_store(empty_database_url, schema="jobs_here") as store:
+        await store.migrate(load_migrations())
+    tables = await fetch(
+        empty_database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'jobs_here' ORDER BY tablename"
+    )
+    assert [t["tablename"] for t in tables] == ["job_status", "schema_migrations"]

@@ -1,0 +1,36 @@
+"""Test helpers for talking to PostgreSQL directly (setup and inspection)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+import asyncpg
+import trio
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name``."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Run one statement on its own connection (from trio); all rows."""
+    import trio_asyncio
+
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    if trio_asyncio.current_loop.get() is not None:
+        return await trio_asyncio.aio_as_trio(run)()
+    async with trio_asyncio.open_loop():
+        return await trio_asyncio.aio_as_trio(run)()
+
+
+def fetch_sync(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    return trio.run(fetch, url, sql, *args)

@@ -1,0 +1,26 @@
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+# Until the project's pytest configuration puts the repository root on
+# sys.path (pythonpath = ["."]), make `import actors` work from here.
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
+
+# Virtual seconds: under the autojump clock a deadlocked test reaches this at
+# once, and fails instead of hanging the whole run.
+HANG_AFTER = 10_000
+
+
+@pytest.fixture
+async def fail_on_hang(autojump_clock: object, nursery: trio.Nursery) -> None:
+    """Fail the test if it is still running after ``HANG_AFTER`` virtual seconds."""
+
+    async def watchdog() -> None:
+        await trio.sleep(HANG_AFTER)
+        raise AssertionError(f"still blocked after {HANG_AFTER} virtual seconds: a hang")
+
+    nursery.start_soon(watchdog)
