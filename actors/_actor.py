@@ -97,7 +97,6 @@ async def run_actor(
             except Exception as exc:
                 crash = exc
             serving = False
-            nursery.cancel_scope.cancel()
             if crash is None:
                 # Close before on_stop: what arrives after the stop message,
                 # or during on_stop, is refused rather than silently lost.

@@ -74,6 +74,7 @@ class Dispatcher:
         self._claiming = trio.CancelScope()
         self._all_exited = trio.Event()
         self.claimed = 0
+        self.claims = 0
 
     @property
     def running(self) -> int:
@@ -133,14 +134,18 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         kinds, queues = self._registry.kinds, self._queues
+        # Claiming for every slot that frees costs a statement per job; wait
+        # until a fifth of the slots are free (or none is busy), so one
+        # statement claims several jobs. The poll tick claims regardless.
+        batch = max(1, self._concurrency // 5)
+        ticked = True
         while True:
             # A wake-up that arrives while claiming must not be lost, so the
             # event is renewed before the claim, not after it.
             self._wakeup = trio.Event()
             free = self._concurrency - len(self._running)
-            claimed = 0
             wait = self._poll_interval
-            if free > 0:
+            if free >= batch or (free > 0 and (ticked or not self._running)):
                 try:
                     rows = await self._store.claim(
                         kinds=kinds, queues=queues, limit=free, node=self.node_id, lease_seconds=self._lease_seconds
@@ -148,16 +153,19 @@ class Dispatcher:
                 except DatabaseUnavailable as exc:
                     logger.warning("claim failed, database unavailable: %s", exc)
                     rows = []
-                claimed = len(rows)
-                self.claimed += claimed
+                self.claimed += len(rows)
+                self.claims += 1
                 for row in rows:
                     await self._spawn(JobRecord.from_row(row), row["lease_token"])
-                if claimed == free:
+                if len(rows) == free:
+                    ticked = False
                     continue
-                if claimed == 0:
+                if not rows:
                     wait = await self._until_next_due(kinds, queues)
-            with trio.move_on_after(wait):
+            ticked = False
+            with trio.move_on_after(wait) as waited:
                 await self._wakeup.wait()
+            ticked = waited.cancelled_caught
 
     async def _until_next_due(self, kinds: list[str], queues: list[str]) -> float:
         try:

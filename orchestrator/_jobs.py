@@ -61,7 +61,9 @@ class RetryPolicy:
     maximum: float = 300.0
 
     def delay(self, failed_attempt: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.maximum, self.base * 2 ** (failed_attempt - 1))
+        # Cap the exponent before raising: 2**1024 does not fit in a float.
+        doublings = min(failed_attempt - 1, 64)
+        ceiling = min(self.maximum, self.base * 2.0**doublings)
         return (rng or random).uniform(ceiling / 2, ceiling)
 
 
@@ -96,9 +98,16 @@ def payload_type(handler: Handler) -> Any:
     parameters = list(inspect.signature(handler).parameters.values())
     if len(parameters) != 2:
         raise TypeError(f"job handler {handler!r} must take (ctx, payload), got {len(parameters)} parameters")
-    target = handler if inspect.isfunction(handler) or inspect.ismethod(handler) else type(handler).__call__
-    hints = typing.get_type_hints(target)
-    return hints.get(parameters[1].name, Any)
+    annotation = parameters[1].annotation
+    if annotation is inspect.Parameter.empty:
+        return Any
+    if isinstance(annotation, str):
+        # Resolve only the payload's annotation: the context's may name a
+        # type imported under TYPE_CHECKING alone.
+        target = handler if inspect.isfunction(handler) or inspect.ismethod(handler) else type(handler).__call__
+        namespace = getattr(inspect.unwrap(target), "__globals__", {})
+        annotation = typing.ForwardRef(annotation)._evaluate(namespace, None, recursive_guard=frozenset())
+    return annotation
 
 
 class Registry:

@@ -375,6 +375,10 @@ class Orchestrator:
                             pending.discard(jid)
                     if pending:
                         to_read = await watch.wait_changed(self.poll_interval)
+                        # One commit ends many jobs; let the rest of its
+                        # notifications arrive before reading.
+                        await trio.lowlevel.checkpoint()
+                        to_read = watch.take_pending(to_read)
         return [done[jid] for jid in ids]
 
     # -- cancelling --------------------------------------------------------

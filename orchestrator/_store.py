@@ -150,6 +150,8 @@ class Store:
         self._idle: list[asyncpg.Connection] = []
         self._slots = trio.Semaphore(size)
         self._all: list[asyncpg.Connection] = []
+        #: Statements run, by name: the figure to drive down.
+        self.statements: dict[str, int] = {}
 
     def channel(self, name: str) -> str:
         """The notification channel ``name`` of this schema."""
@@ -196,6 +198,9 @@ class Store:
         if conn in self._all:
             self._all.remove(conn)
 
+    def _count(self, name: str) -> None:
+        self.statements[name] = self.statements.get(name, 0) + 1
+
     async def close(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             for conn in list(self._all):
@@ -208,16 +213,19 @@ class Store:
 
     async def fetch(self, name: str, *args: Any) -> list[Row]:
         """Run statement ``name``; all rows."""
+        self._count(name)
         async with self.connection() as conn:
             rows: list[Row] = await self._aio(conn.fetch, query(name), *args)
             return rows
 
     async def fetchrow(self, name: str, *args: Any) -> Row | None:
+        self._count(name)
         async with self.connection() as conn:
             row: Row | None = await self._aio(conn.fetchrow, query(name), *args)
             return row
 
     async def fetchval(self, name: str, *args: Any) -> Any:
+        self._count(name)
         async with self.connection() as conn:
             return await self._aio(conn.fetchval, query(name), *args)
 

@@ -33,6 +33,14 @@ class Watch:
         poked, self._poked = self._poked, set()
         return poked or None
 
+    def take_pending(self, poked: set[uuid.UUID] | None) -> set[uuid.UUID] | None:
+        """Add the hints that arrived since :meth:`wait_changed` returned."""
+        if poked is None or not self._poked:
+            return poked
+        more, self._poked = self._poked, set()
+        self._event = trio.Event()
+        return poked | more
+
 
 class Waiters:
     """Watches keyed by job id, poked when that job may have ended.

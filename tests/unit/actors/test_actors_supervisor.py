@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from trio.testing import MockClock
 
 from actors import (
     Actor,
@@ -21,9 +22,6 @@ from actors import (
     SupervisorEscalation,
     open_supervisor,
 )
-
-# Every test runs on the autojump clock and fails rather than hangs.
-pytestmark = pytest.mark.usefixtures("fail_on_hang")
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ async def spawn_counted(
 
 
 async def test_permanent_actor_is_restarted_behind_the_same_ref(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, autojump_clock: MockClock, watchdog: None
 ) -> None:
     async with open_supervisor("sup") as sup:
         ref, log, instances = await spawn_counted(sup)
@@ -85,7 +83,7 @@ async def test_permanent_actor_is_restarted_behind_the_same_ref(
     assert "counted" in crash_records[0].getMessage()
 
 
-async def test_transient_actor_is_restarted_after_a_crash() -> None:
+async def test_transient_actor_is_restarted_after_a_crash(autojump_clock: MockClock, watchdog: None) -> None:
     async with open_supervisor() as sup:
         ref, _, instances = await spawn_counted(sup, Restart.TRANSIENT)
         with pytest.raises(RuntimeError):
@@ -95,7 +93,7 @@ async def test_transient_actor_is_restarted_after_a_crash() -> None:
         assert len(instances) == 2
 
 
-async def test_temporary_actor_is_not_restarted_and_never_escalates() -> None:
+async def test_temporary_actor_is_not_restarted_and_never_escalates(autojump_clock: MockClock, watchdog: None) -> None:
     async with open_supervisor(intensity=0) as sup:
         ref, log, instances = await spawn_counted(sup, Restart.TEMPORARY)
         await ref.tell(Crash())
@@ -113,7 +111,7 @@ async def test_temporary_actor_is_not_restarted_and_never_escalates() -> None:
 
 
 async def test_escalates_when_restarts_exceed_intensity_within_period(
-    autojump_clock: Any,
+    autojump_clock: MockClock, watchdog: None
 ) -> None:
     bystander_events: list[str] = []
 
@@ -159,7 +157,7 @@ async def test_escalates_when_restarts_exceed_intensity_within_period(
 
 
 async def test_does_not_escalate_when_restarts_are_spread_beyond_period(
-    autojump_clock: Any,
+    autojump_clock: MockClock, watchdog: None
 ) -> None:
     async with open_supervisor(intensity=1, period=5) as sup:
         ref, _, instances = await spawn_counted(sup)
@@ -170,7 +168,7 @@ async def test_does_not_escalate_when_restarts_are_spread_beyond_period(
     assert len(instances) == 5
 
 
-async def test_two_restarts_within_period_exceed_intensity_one(autojump_clock: Any) -> None:
+async def test_two_restarts_within_period_exceed_intensity_one(autojump_clock: MockClock, watchdog: None) -> None:
     with pytest.raises(SupervisorEscalation):
         async with open_supervisor(intensity=1, period=5) as sup:
             ref, _, _ = await spawn_counted(sup)
@@ -180,7 +178,7 @@ async def test_two_restarts_within_period_exceed_intensity_one(autojump_clock: A
             await trio.sleep(1)
 
 
-async def test_leaving_the_block_stops_children_gracefully() -> None:
+async def test_leaving_the_block_stops_children_gracefully(autojump_clock: MockClock, watchdog: None) -> None:
     events: list[object] = []
 
     class Polite(Actor[int]):
@@ -200,7 +198,7 @@ async def test_leaving_the_block_stops_children_gracefully() -> None:
     assert sup.children == []
 
 
-async def test_leaving_the_block_with_an_error_cancels_children() -> None:
+async def test_leaving_the_block_with_an_error_cancels_children(autojump_clock: MockClock, watchdog: None) -> None:
     events: list[str] = []
 
     class Busy(Actor[object]):
@@ -224,7 +222,7 @@ async def test_leaving_the_block_with_an_error_cancels_children() -> None:
     assert not ref.is_alive
 
 
-async def test_cancelling_the_block_cancels_children(autojump_clock: Any) -> None:
+async def test_cancelling_the_block_cancels_children(autojump_clock: MockClock, watchdog: None) -> None:
     with trio.move_on_after(10) as scope:
         async with open_supervisor() as sup:
             ref = await sup.spawn(lambda: Counted([], []), name="c")
@@ -235,7 +233,7 @@ async def test_cancelling_the_block_cancels_children(autojump_clock: Any) -> Non
     assert not ref.is_alive
 
 
-async def test_stopped_actors_are_released(autojump_clock: Any) -> None:
+async def test_stopped_actors_are_released(autojump_clock: MockClock, watchdog: None) -> None:
     instances: weakref.WeakSet[Actor[object]] = weakref.WeakSet()
 
     class ShortLived(Actor[object]):
