@@ -114,7 +114,7 @@ class Mailbox:
         try:
             self._send.send_nowait(item)
         except trio.WouldBlock:
-            raise ActorDead(self.name) from None
+            raise MailboxFull(self.name) from None
         except trio.BrokenResourceError:
             raise ActorDead(self.name) from None
 

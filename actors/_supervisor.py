@@ -127,6 +127,9 @@ class Supervisor:
                     raise crash
                 if not self._should_restart(ref, restart, mailbox, crash):
                     return
+                # Its traceback pins the crashed instance; and if the next
+                # instance is torn down, this crash is not why.
+                crash = None
         finally:
             # Whatever ended the actor (stop, crash, escalation, teardown),
             # nobody must be left waiting on it.
@@ -155,7 +158,11 @@ class Supervisor:
         if len(restarts) > self._intensity:
             logger.error(
                 "%s: actor %r crashed; more than %d restarts within %ss, escalating",
-                self.name, ref.name, self._intensity, self._period, exc_info=crash,
+                self.name,
+                ref.name,
+                self._intensity,
+                self._period,
+                exc_info=crash,
             )
             raise SupervisorEscalation(
                 self.name,

@@ -360,7 +360,7 @@ async def serve(orch: Orchestrator, app: str = "") -> int:
                     orch.node_id,
                     app or "-",
                     ",".join(orch.registry.kinds),
-                    ",".join(orch.queues or orch.registry.queues),
+                    ",".join(orch.queue_limits()),
                     orch.concurrency,
                     orch.schema,
                     redact_url(url),
@@ -494,7 +494,7 @@ def cmd_demo(args: argparse.Namespace, extras: list[str]) -> int:
 
 def cmd_bench(args: argparse.Namespace, extras: list[str]) -> int:
     try:
-        from . import _bench  # type: ignore[attr-defined, unused-ignore]
+        from . import _bench
     except ModuleNotFoundError as exc:
         if exc.name != f"{__package__}._bench":
             raise

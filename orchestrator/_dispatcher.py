@@ -1,24 +1,28 @@
-"""The dispatcher: claims due jobs, runs one actor per job, routes cancels.
+"""The dispatcher: claims due jobs, runs one actor per job, keeps the node alive.
 
-It claims as many due jobs as it has free slots in one statement, wakes on
-a notification when jobs are inserted (polling as a fallback and for delayed
-jobs), renews all of this node's leases in one statement per heartbeat, and
-delivers cancel requests to the actors of the jobs it runs.
+It claims as many due jobs as it has free slots (per queue) in one
+statement, wakes on a notification when jobs are inserted (polling as a
+fallback and for delayed jobs), and on each heartbeat renews all of this
+node's leases in one statement, rescues jobs whose node died, and delivers
+cancel requests it may have missed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import trio
 
 from actors import ActorDead, ActorRef, MailboxFull, Restart, Supervisor
 
-from ._errors import DatabaseUnavailable
-from ._job_actor import CancelRequested, JobActor, JobMessage, ReleaseJob
+from ._errors import DatabaseUnavailable, OrchestratorError
+from ._job_actor import CancelRequested, JobActor, JobMessage, LeaseLost, ReleaseJob
 from ._jobs import Registry
 from ._lifecycle import JobState
 from ._models import JobRecord
@@ -30,12 +34,40 @@ logger = logging.getLogger("orchestrator.dispatcher")
 Clock = Callable[[], datetime]
 
 
+@dataclass(slots=True)
+class _Running:
+    ref: ActorRef[JobMessage]
+    token: int
+    queue: str
+
+
+def share_slots(free: int, queue_free: Mapping[str, int], start: int = 0) -> dict[str, int]:
+    """Split ``free`` node slots among queues, round-robin, within each queue's own free slots.
+
+    ``start`` rotates which queue is served first, so a busy queue listed
+    first does not starve the others.
+    """
+    queues = [q for q in queue_free if queue_free[q] > 0]
+    shares = dict.fromkeys(queues, 0)
+    i = start
+    while free > 0 and queues:
+        queue = queues[i % len(queues)]
+        shares[queue] += 1
+        free -= 1
+        if shares[queue] >= queue_free[queue]:
+            queues.remove(queue)
+        else:
+            i += 1
+    return {q: n for q, n in shares.items() if n > 0}
+
+
 class Dispatcher:
     """Runs this node's share of the queue.
 
     Args:
         concurrency: jobs running at once on this node, at most.
-        queues: the queues to claim from.
+        queue_limits: the queues to claim from, each with its own limit of
+            jobs running at once on this node.
         poll_interval: seconds between claims when no notification comes.
         lease_seconds: how long a claim holds without a heartbeat.
         on_job_exit: called when a job leaves this node (ended or requeued).
@@ -50,7 +82,7 @@ class Dispatcher:
         supervisor: Supervisor,
         node_id: str,
         concurrency: int,
-        queues: Sequence[str],
+        queue_limits: Mapping[str, int],
         poll_interval: float,
         lease_seconds: float,
         clock: Clock,
@@ -58,23 +90,29 @@ class Dispatcher:
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        for queue, limit in queue_limits.items():
+            if limit < 1:
+                raise ValueError(f"queue {queue!r} needs a concurrency of at least 1, got {limit}")
         self._store = store
         self._registry = registry
         self._writer = writer
         self._supervisor = supervisor
         self.node_id = node_id
         self._concurrency = concurrency
-        self._queues = list(queues)
+        self._queue_limits = dict(queue_limits)
         self._poll_interval = poll_interval
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._on_job_exit = on_job_exit
-        self._running: dict[uuid.UUID, ActorRef[JobMessage]] = {}
+        self._running: dict[uuid.UUID, _Running] = {}
         self._wakeup = trio.Event()
         self._claiming = trio.CancelScope()
         self._all_exited = trio.Event()
+        self._all_exited.set()
+        self._rotation = 0
         self.claimed = 0
         self.claims = 0
+        self.rescued = 0
 
     @property
     def running(self) -> int:
@@ -86,17 +124,21 @@ class Dispatcher:
 
     def deliver_cancel(self, job_id: uuid.UUID) -> bool:
         """Tell the actor of ``job_id`` to cancel, if it runs here."""
-        ref = self._running.get(job_id)
-        if ref is None:
+        return self._tell(job_id, CancelRequested())
+
+    def _tell(self, job_id: uuid.UUID, message: JobMessage) -> bool:
+        running = self._running.get(job_id)
+        if running is None:
             return False
         try:
-            ref.tell_nowait(CancelRequested())
+            running.ref.tell_nowait(message)
         except (ActorDead, MailboxFull):
             return False
         return True
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Claim and run jobs until cancelled."""
+        """Claim and run jobs until drained (see :meth:`drain`) or cancelled."""
+        await self._store.register_node(self.node_id, socket.gethostname(), os.getpid())
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._heartbeat)
             task_status.started()
@@ -105,6 +147,11 @@ class Dispatcher:
             # Draining: keep renewing the leases of the jobs still running.
             await self._wait_all_exited()
             nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            try:
+                await self._store.stop_node(self.node_id)
+            except DatabaseUnavailable:
+                pass
 
     async def drain(self, grace: float, *, release_bound: float = 10.0) -> None:
         """Stop claiming; give running jobs ``grace`` seconds to end; then
@@ -118,22 +165,25 @@ class Dispatcher:
         with trio.move_on_after(grace):
             await self._wait_all_exited()
         with trio.CancelScope(shield=True), trio.move_on_after(release_bound):
-            for job_id, ref in list(self._running.items()):
-                try:
-                    await ref.tell(ReleaseJob())
-                except ActorDead:
-                    pass
-                else:
-                    logger.info("job %s released: this node is stopping", job_id)
+            for job_id in list(self._running):
+                self._tell(job_id, ReleaseJob())
             await self._wait_all_exited()
 
     async def _wait_all_exited(self) -> None:
         while self._running:
-            self._all_exited = trio.Event()
             await self._all_exited.wait()
 
+    def _slots(self) -> dict[str, int]:
+        free = self._concurrency - len(self._running)
+        busy: dict[str, int] = {}
+        for running in self._running.values():
+            busy[running.queue] = busy.get(running.queue, 0) + 1
+        queue_free = {q: limit - busy.get(q, 0) for q, limit in self._queue_limits.items()}
+        self._rotation += 1
+        return share_slots(free, queue_free, self._rotation)
+
     async def _claim_loop(self) -> None:
-        kinds, queues = self._registry.kinds, self._queues
+        kinds = self._registry.kinds
         # Claiming for every slot that frees costs a statement per job; wait
         # until a fifth of the slots are free (or none is busy), so one
         # statement claims several jobs. The poll tick claims regardless.
@@ -143,12 +193,13 @@ class Dispatcher:
             # A wake-up that arrives while claiming must not be lost, so the
             # event is renewed before the claim, not after it.
             self._wakeup = trio.Event()
-            free = self._concurrency - len(self._running)
+            slots = self._slots()
+            free = sum(slots.values())
             wait = self._poll_interval
             if free >= batch or (free > 0 and (ticked or not self._running)):
                 try:
                     rows = await self._store.claim(
-                        kinds=kinds, queues=queues, limit=free, node=self.node_id, lease_seconds=self._lease_seconds
+                        kinds=kinds, slots=slots, node=self.node_id, lease_seconds=self._lease_seconds
                     )
                 except DatabaseUnavailable as exc:
                     logger.warning("claim failed, database unavailable: %s", exc)
@@ -161,7 +212,7 @@ class Dispatcher:
                     ticked = False
                     continue
                 if not rows:
-                    wait = await self._until_next_due(kinds, queues)
+                    wait = await self._until_next_due(kinds, list(self._queue_limits))
             ticked = False
             with trio.move_on_after(wait) as waited:
                 await self._wakeup.wait()
@@ -186,7 +237,9 @@ class Dispatcher:
             restart=Restart.TEMPORARY,
         )
         if ref.is_alive:
-            self._running[job.id] = ref
+            self._running[job.id] = _Running(ref, token, job.queue)
+            if self._all_exited.is_set():
+                self._all_exited = trio.Event()
 
     def _job_exited(self, job: JobRecord, state: JobState) -> None:
         self._running.pop(job.id, None)
@@ -198,11 +251,29 @@ class Dispatcher:
     async def _heartbeat(self) -> None:
         interval = self._lease_seconds / 3
         while True:
-            await trio.sleep(interval)
             try:
-                cancel_requested = await self._store.renew_leases(self.node_id, self._lease_seconds)
-            except DatabaseUnavailable as exc:
-                logger.warning("lease renewal failed, database unavailable: %s", exc)
-                continue
-            for job_id in cancel_requested:
+                await self._beat()
+            except OrchestratorError as exc:
+                # A missed beat costs nothing while the lease lasts; the next
+                # one renews everything still held.
+                logger.warning("heartbeat failed: %s", exc)
+            await trio.sleep(interval)
+
+    async def _beat(self) -> None:
+        held = dict(self._running)
+        renewed = await self._store.renew_leases(self.node_id, self._lease_seconds, [r.token for r in held.values()])
+        for job_id, running in held.items():
+            if job_id not in renewed and self._running.get(job_id) is running:
+                logger.warning("job %s: lease (token %d) lost; cancelling its handler here", job_id, running.token)
+                self._tell(job_id, LeaseLost())
+        for job_id, cancel_requested in renewed.items():
+            if cancel_requested:
                 self.deliver_cancel(job_id)
+        rescued = await self._store.rescue_expired()
+        self.rescued += len(rescued)
+        for row in rescued:
+            logger.warning(
+                "job %s rescued from node %s whose lease expired: %s", row["job_id"], row["rescued_from"], row["outcome"]
+            )
+        if rescued:
+            self.wake()

@@ -38,7 +38,7 @@ from ._lifecycle import (
 )
 from ._jobs import JobContext, JobDefinition
 from ._models import JobRecord
-from ._store import Store, TransitionRow
+from ._store import Store, TransitionRow, retry_unavailable
 from ._writer import TransitionWriter
 
 logger = logging.getLogger("orchestrator.job")
@@ -80,7 +80,15 @@ class ReleaseJob:
     """This node is stopping: interrupt the handler, give the job back."""
 
 
-JobMessage: TypeAlias = Begin | HandlerReturned | HandlerRaised | CancelRequested | ReportProgress | ReleaseJob
+@dataclass(frozen=True, slots=True)
+class LeaseLost:
+    """The heartbeat could not renew this job's lease: another node may own
+    it now, so this one stops the handler and writes nothing more."""
+
+
+JobMessage: TypeAlias = (
+    Begin | HandlerReturned | HandlerRaised | CancelRequested | ReportProgress | ReleaseJob | LeaseLost
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +176,14 @@ class JobActor(Actor[JobMessage]):
                 return await self._write_progress(value)
             case ReleaseJob():
                 self._cancel_handler()
-                return await self._settle(Release(self._clock()))
+                outcome = await self._settle(Release(self._clock()))
+                if outcome.applied:
+                    logger.info("job %s released back to the queue: this node is stopping", self.job.id)
+                return outcome
+            case LeaseLost():
+                logger.warning("job %s: lease lost; handler cancelled, nothing written", self.job.id)
+                self._finish()
+                return Outcome(False, self.state, "lease lost")
         raise TypeError(f"job actor got an unknown message {message!r}")
 
     async def _settle(self, event: Event) -> Outcome:
@@ -206,7 +221,7 @@ class JobActor(Actor[JobMessage]):
 
     async def _reconcile(self, decision: Applied) -> Outcome:
         """A guarded write did not apply: find out why from the row."""
-        row = await self._store.get_job_any(self.job.id)
+        row = await retry_unavailable("reading a job back", self._store.get_job_any, self.job.id)
         if row is None:
             logger.error("job %s vanished while this node ran it", self.job.id)
             self._finish()
@@ -305,6 +320,7 @@ __all__ = [
     "HandlerReturned",
     "JobActor",
     "JobMessage",
+    "LeaseLost",
     "Outcome",
     "ReleaseJob",
     "ReportProgress",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -17,14 +18,14 @@ from pydantic import TypeAdapter
 
 from actors import open_supervisor
 
-from ._auth import authorize_cancel, visible_row
+from . import _operations as operations
 from ._dispatcher import Dispatcher
-from ._errors import OrchestratorError
+from ._errors import DatabaseUnavailable, OrchestratorError
 from ._jobs import Handler, JobDefinition, Registry, RetryPolicy, payload_type
-from ._lifecycle import Applied, Cancel, JobState, transition
+from ._lifecycle import JobState
 from ._migrations import load_migrations
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
-from ._store import CANCEL_CHANNEL, DONE_CHANNEL, JOBS_CHANNEL, Store, open_store
+from ._store import CANCEL_CHANNEL, DONE_CHANNEL, JOBS_CHANNEL, Store, open_store, retry_unavailable
 from ._waiters import Waiters
 from ._writer import TransitionWriter
 
@@ -33,9 +34,6 @@ logger = logging.getLogger("orchestrator")
 H = TypeVar("H", bound=Handler)
 
 DATABASE_URL_ENV = "ORCHESTRATOR_DATABASE_URL"
-
-#: How many times ``cancel`` re-reads a job that moved under it.
-_CANCEL_ROUNDS = 20
 
 
 def utc_now() -> datetime:
@@ -54,7 +52,8 @@ class Orchestrator:
             else the embedded PostgreSQL (started on first use).
         schema: the PostgreSQL schema holding every object.
         concurrency: jobs this process runs at once.
-        queues: queues this worker claims from (default: those of its jobs).
+        queues: queues this worker claims from (default: those of its jobs);
+            a mapping also limits how many jobs of each queue run at once.
         node_id: this worker's name in leases (default: host and pid).
         poll_interval: seconds between claims when no notification arrives,
             and between re-reads for waiters.
@@ -71,7 +70,7 @@ class Orchestrator:
         *,
         schema: str = "orchestrator",
         concurrency: int = 10,
-        queues: Sequence[str] | None = None,
+        queues: Sequence[str] | Mapping[str, int] | None = None,
         node_id: str | None = None,
         poll_interval: float = 1.0,
         lease_seconds: float = 30.0,
@@ -82,7 +81,7 @@ class Orchestrator:
         self.database_url = database_url
         self.schema = schema
         self.concurrency = concurrency
-        self.queues = list(queues) if queues is not None else None
+        self.queues = queues
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
@@ -206,7 +205,7 @@ class Orchestrator:
                     supervisor=supervisor,
                     node_id=self.node_id,
                     concurrency=self.concurrency,
-                    queues=self.queues or self.registry.queues,
+                    queue_limits=self.queue_limits(),
                     poll_interval=self.poll_interval,
                     lease_seconds=self.lease_seconds,
                     clock=self.clock,
@@ -220,25 +219,55 @@ class Orchestrator:
                         await dispatcher.drain(self.shutdown_grace)
             nursery.cancel_scope.cancel()
 
+    def queue_limits(self) -> dict[str, int]:
+        """Each queue this worker claims from, with its concurrency limit."""
+        if self.queues is None:
+            return dict.fromkeys(self.registry.queues, self.concurrency)
+        if isinstance(self.queues, Mapping):
+            return {q: min(int(n), self.concurrency) for q, n in self.queues.items()}
+        return dict.fromkeys(self.queues, self.concurrency)
+
     def _job_left_node(self, job_id: uuid.UUID, state: JobState) -> None:
         self._waiters.notify(job_id)
 
     async def _listen(self, store: Store, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with store.listen([JOBS_CHANNEL, DONE_CHANNEL, CANCEL_CHANNEL]) as notifications:
-            task_status.started()
-            async for channel, payload in notifications:
-                if channel == JOBS_CHANNEL:
-                    if self._dispatcher is not None:
-                        self._dispatcher.wake()
-                    continue
-                try:
-                    job_id = uuid.UUID(payload)
-                except ValueError:
-                    continue
-                if channel == DONE_CHANNEL:
-                    self._waiters.notify(job_id)
-                elif channel == CANCEL_CHANNEL and self._dispatcher is not None:
-                    self._dispatcher.deliver_cancel(job_id)
+        """Route notifications; reconnect with backoff when the connection drops."""
+        delay, ceiling = 0.05, 5.0
+        started = False
+        while True:
+            try:
+                async with store.listen([JOBS_CHANNEL, DONE_CHANNEL, CANCEL_CHANNEL]) as notifications:
+                    if not started:
+                        started = True
+                        task_status.started()
+                    else:
+                        # Whatever was announced while deaf is lost: re-read.
+                        self._waiters.notify_all()
+                        if self._dispatcher is not None:
+                            self._dispatcher.wake()
+                    delay = 0.05
+                    async for channel, payload in notifications:
+                        self._route(channel, payload)
+            except DatabaseUnavailable as exc:
+                if not started:
+                    raise
+                logger.warning("notification connection lost (%s); reconnecting in %.2fs", exc, delay)
+            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(ceiling, delay * 2)
+
+    def _route(self, channel: str, payload: str) -> None:
+        if channel == JOBS_CHANNEL:
+            if self._dispatcher is not None:
+                self._dispatcher.wake()
+            return
+        try:
+            job_id = uuid.UUID(payload)
+        except ValueError:
+            return
+        if channel == DONE_CHANNEL:
+            self._waiters.notify(job_id)
+        elif channel == CANCEL_CHANNEL and self._dispatcher is not None:
+            self._dispatcher.deliver_cancel(job_id)
 
     def _require_store(self) -> Store:
         if self._store is None:
@@ -257,8 +286,14 @@ class Orchestrator:
         priority: int | None = None,
         max_attempts: int | None = None,
         queue: str | None = None,
+        unique_key: str | None = None,
     ) -> JobRecord:
         """Queue one job; returns it as stored.
+
+        Args:
+            unique_key: while a job of this kind with this key is queued or
+                active in the owner's organisation, return it instead of
+                queueing a duplicate.
 
         Raises:
             UnknownJobKind: no handler is registered for ``kind``.
@@ -266,7 +301,14 @@ class Orchestrator:
                 type; the error names the field. Nothing is written.
         """
         [job] = await self.submit_many(
-            kind, [payload], owner=owner, delay=delay, priority=priority, max_attempts=max_attempts, queue=queue
+            kind,
+            [payload],
+            owner=owner,
+            delay=delay,
+            priority=priority,
+            max_attempts=max_attempts,
+            queue=queue,
+            unique_keys=[unique_key],
         )
         return job
 
@@ -280,6 +322,7 @@ class Orchestrator:
         priority: int | None = None,
         max_attempts: int | None = None,
         queue: str | None = None,
+        unique_keys: Sequence[str | None] | None = None,
     ) -> list[JobRecord]:
         """Queue many jobs of one kind in one statement.
 
@@ -288,28 +331,18 @@ class Orchestrator:
         """
         store = self._require_store()
         definition = self.registry.get(kind)
-        if not isinstance(owner, Principal):
-            raise TypeError(f"owner must be a Principal, got {type(owner).__name__}")
-        if not (math.isfinite(delay) and delay >= 0):
-            raise ValueError(f"delay must be a non-negative number of seconds, got {delay}")
-        attempts = definition.max_attempts if max_attempts is None else max_attempts
-        if attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {attempts}")
         data = [definition.to_json(p) for p in payloads]
-        if not data:
-            return []
-        rows = await store.submit(
+        return await operations.submit_jobs(
+            store,
             kind=kind,
-            queue=queue or definition.queue,
-            owner_user_id=owner.user_id,
-            owner_org_id=owner.org_id,
-            priority=definition.priority if priority is None else priority,
-            max_attempts=attempts,
-            delay=delay,
-            job_ids=[uuid.uuid4() for _ in data],
             payloads=data,
+            owner=owner,
+            queue=queue or definition.queue,
+            priority=definition.priority if priority is None else priority,
+            max_attempts=definition.max_attempts if max_attempts is None else max_attempts,
+            delay=delay,
+            unique_keys=unique_keys,
         )
-        return [JobRecord.from_row(r) for r in rows]
 
     # -- reading -----------------------------------------------------------
 
@@ -320,18 +353,22 @@ class Orchestrator:
             InvalidJobId: ``job_id`` is not a UUID.
             JobNotFound: no such job in ``by``'s organisation.
         """
-        store = self._require_store()
-        jid = parse_job_id(job_id)
-        return JobRecord.from_row(visible_row(by, jid, await store.get_job(jid, by.org_id)))
+        return await operations.get_job(self._require_store(), parse_job_id(job_id), by)
 
     async def list(
-        self, *, by: Principal, state: JobState | str | None = None, kind: str | None = None, limit: int = 100
+        self,
+        *,
+        by: Principal,
+        state: JobState | str | None = None,
+        kind: str | None = None,
+        queue: str | None = None,
+        owner: str | None = None,
+        limit: int = 100,
     ) -> list[JobRecord]:
-        """Jobs of ``by``'s organisation, newest first."""
-        store = self._require_store()
-        status = JobState(state).value if state is not None else None
-        rows = await store.list_jobs(by.org_id, status=status, kind=kind, limit=limit)
-        return [JobRecord.from_row(r) for r in rows]
+        """Jobs of ``by``'s organisation, newest first, optionally filtered."""
+        return await operations.list_jobs(
+            self._require_store(), by, state=state, kind=kind, queue=queue, owner=owner, limit=limit
+        )
 
     async def wait(self, job_id: uuid.UUID | str, *, by: Principal, timeout: float | None = None) -> JobRecord:
         """Return the job once it is completed, failed or cancelled.
@@ -366,13 +403,15 @@ class Orchestrator:
                 while pending:
                     # Re-read only the jobs hinted at, unless a quiet poll
                     # interval passed: then every pending one.
-                    batch = sorted(pending if to_read is None else to_read & pending)
-                    rows = {r["job_id"]: r for r in await store.get_jobs(batch)} if batch else {}
-                    for jid in batch:
-                        record = JobRecord.from_row(visible_row(by, jid, rows.get(jid)))
-                        if record.is_terminal:
-                            done[jid] = record
-                            pending.discard(jid)
+                    ended = await retry_unavailable(
+                        "waiting for jobs",
+                        operations.read_terminal,
+                        store,
+                        by,
+                        pending if to_read is None else to_read & pending,
+                    )
+                    done.update(ended)
+                    pending.difference_update(ended)
                     if pending:
                         to_read = await watch.wait_changed(self.poll_interval)
                         # One commit ends many jobs; let the rest of its
@@ -387,42 +426,26 @@ class Orchestrator:
         """Cancel a queued or running job; return once it is terminal.
 
         A queued job is cancelled by one guarded update. A running one gets
-        a durable cancel request; the node running it cancels the handler
-        and persists ``cancelled`` (unless the job finished first, which the
-        outcome then says).
+        a durable cancel request; the node running it (this one or another)
+        cancels the handler and persists ``cancelled``, unless the job ended
+        first, which the outcome then says.
 
         Raises:
             NotAuthorized: ``by`` is neither the owner nor an admin of the
                 job's organisation. Nothing changes.
             JobNotFound, InvalidJobId: as :meth:`get`.
         """
-        store = self._require_store()
         jid = parse_job_id(job_id)
-        for _ in range(_CANCEL_ROUNDS):
-            row = visible_row(by, jid, await store.get_job(jid, by.org_id))
-            authorize_cancel(by, row)
-            record = JobRecord.from_row(row)
-            if record.is_terminal:
-                return _refused(record)
-            if record.state is JobState.QUEUED:
-                decision = transition(record.snapshot(), Cancel(self.clock()))
-                assert isinstance(decision, Applied)
-                completed_at = decision.after.completed_at
-                assert completed_at is not None
-                if await store.cancel_queued(
-                    jid, started_at=record.started_at, completed_at=completed_at, by=by.user_id
-                ):
-                    self._waiters.notify(jid)
-                    return CancelOutcome(job_id=jid, cancelled=True, state=JobState.CANCELLED)
-                continue
-            if await store.request_cancel(jid, by=by.user_id):
-                if self._dispatcher is not None:
-                    self._dispatcher.deliver_cancel(jid)
-                final = await self.wait(jid, by=by)
-                if final.state is JobState.CANCELLED:
-                    return CancelOutcome(job_id=jid, cancelled=True, state=final.state)
-                return _refused(final)
-        raise OrchestratorError(f"job {jid} kept changing state; cancel gave up after {_CANCEL_ROUNDS} rounds")
+        outcome = await operations.cancel_job(
+            self._require_store(),
+            jid,
+            by,
+            clock=self.clock,
+            wait_terminal=lambda j: self.wait(j, by=by),
+            deliver_locally=self._dispatcher.deliver_cancel if self._dispatcher is not None else None,
+        )
+        self._waiters.notify(jid)
+        return outcome
 
     # -- introspection -----------------------------------------------------
 
@@ -438,10 +461,3 @@ class Orchestrator:
     @property
     def writer(self) -> TransitionWriter | None:
         return self._writer
-
-
-def _refused(record: JobRecord) -> CancelOutcome:
-    """A job that ended before this cancel could apply."""
-    return CancelOutcome(job_id=record.id, cancelled=False, state=record.state, reason=f"already {record.state.value}")
-
-

@@ -10,6 +10,8 @@ asyncpg's errors are translated into the package's own exceptions here.
 from __future__ import annotations
 
 import json
+import logging
+import random
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -26,9 +28,13 @@ from ._migrations import Migration
 from ._queries import query
 
 T = TypeVar("T")
+logger = logging.getLogger("orchestrator.store")
 Row = Mapping[str, Any]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+#: Statements that only read, safe to run again after a dropped connection.
+_READS = frozenset({"get_job", "get_job_any", "get_jobs", "list_jobs", "next_due", "applied_migrations"})
 
 #: Notification channels, each prefixed with the schema name.
 JOBS_CHANNEL = "jobs"
@@ -183,23 +189,39 @@ class Store:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """Borrow a connection; a closed one is replaced on the way out."""
+        """Borrow a connection; it goes back to the pool only if healthy."""
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self.connect()
+            conn = self._take_idle() or await self.connect()
+            healthy = False
             try:
                 yield conn
+                healthy = True
+            except StoreError:
+                # The server refused a statement; the connection is fine.
+                healthy = True
+                raise
             finally:
-                if conn.is_closed():
-                    self._forget(conn)
-                else:
+                if healthy and not conn.is_closed():
                     self._idle.append(conn)
+                else:
+                    # Cancelled mid-statement, or broken: asyncpg may still be
+                    # winding the operation down, so nobody else may use it.
+                    self._forget(conn)
+                    conn.terminate()
+
+    def _take_idle(self) -> asyncpg.Connection | None:
+        # Connections the server closed while idle (a restart, a terminated
+        # backend) are dropped here rather than failing the caller.
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+            self._forget(conn)
+        return None
 
     def _forget(self, conn: asyncpg.Connection) -> None:
         if conn in self._all:
             self._all.remove(conn)
-
-    def _count(self, name: str) -> None:
-        self.statements[name] = self.statements.get(name, 0) + 1
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -213,21 +235,33 @@ class Store:
 
     async def fetch(self, name: str, *args: Any) -> list[Row]:
         """Run statement ``name``; all rows."""
-        self._count(name)
-        async with self.connection() as conn:
-            rows: list[Row] = await self._aio(conn.fetch, query(name), *args)
-            return rows
+        rows: list[Row] = await self._run("fetch", name, args)
+        return rows
 
     async def fetchrow(self, name: str, *args: Any) -> Row | None:
-        self._count(name)
-        async with self.connection() as conn:
-            row: Row | None = await self._aio(conn.fetchrow, query(name), *args)
-            return row
+        row: Row | None = await self._run("fetchrow", name, args)
+        return row
 
     async def fetchval(self, name: str, *args: Any) -> Any:
-        self._count(name)
-        async with self.connection() as conn:
-            return await self._aio(conn.fetchval, query(name), *args)
+        return await self._run("fetchval", name, args)
+
+    async def _run(self, method: str, name: str, args: tuple[Any, ...]) -> Any:
+        self.statements[name] = self.statements.get(name, 0) + 1
+        sql = query(name)
+        for attempt in (1, 2):
+            async with self.connection() as conn:
+                try:
+                    return await self._aio(getattr(conn, method), sql, *args)
+                except DatabaseUnavailable as exc:
+                    # A connection the server closed while it sat in the pool
+                    # fails on first use. One more try on a fresh connection
+                    # cannot run anything twice: either the statement was
+                    # never sent, or it only reads.
+                    unsent = isinstance(exc.__cause__, asyncpg.InterfaceError)
+                    if attempt == 1 and conn.is_closed() and (unsent or name in _READS):
+                        continue
+                    raise
+        raise AssertionError("unreachable")
 
     # -- schema ------------------------------------------------------------
 
@@ -278,11 +312,16 @@ class Store:
         delay: float,
         job_ids: Sequence[uuid.UUID],
         payloads: Sequence[Any],
+        unique_keys: Sequence[str | None],
     ) -> list[Row]:
-        """Insert queued jobs of one kind, in one statement."""
+        """Insert queued jobs of one kind, in one statement.
+
+        Returns the rows inserted, and the queued or active rows that a
+        unique key matched instead.
+        """
         return await self.fetch(
             "submit_jobs", kind, queue, owner_user_id, owner_org_id, priority, max_attempts,
-            float(delay), list(job_ids), list(payloads),
+            float(delay), list(job_ids), list(payloads), list(unique_keys),
         )  # fmt: skip
 
     async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None:
@@ -294,13 +333,19 @@ class Store:
     async def get_jobs(self, job_ids: Sequence[uuid.UUID]) -> list[Row]:
         return await self.fetch("get_jobs", list(job_ids))
 
-    async def list_jobs(self, org_id: str, *, status: str | None, kind: str | None, limit: int) -> list[Row]:
-        return await self.fetch("list_jobs", org_id, status, kind, limit)
+    async def list_jobs(
+        self, org_id: str, *, status: str | None, kind: str | None, queue: str | None, owner: str | None, limit: int
+    ) -> list[Row]:
+        return await self.fetch("list_jobs", org_id, status, kind, queue, owner, limit)
 
     async def claim(
-        self, *, kinds: Sequence[str], queues: Sequence[str], limit: int, node: str, lease_seconds: float
+        self, *, kinds: Sequence[str], slots: Mapping[str, int], node: str, lease_seconds: float
     ) -> list[Row]:
-        return await self.fetch("claim_jobs", list(kinds), list(queues), limit, node, float(lease_seconds))
+        """Lease due jobs: at most ``slots[queue]`` from each queue."""
+        queues = list(slots)
+        return await self.fetch(
+            "claim_jobs", list(kinds), queues, [slots[q] for q in queues], node, float(lease_seconds)
+        )
 
     async def next_due(self, *, kinds: Sequence[str], queues: Sequence[str]) -> datetime | None:
         due: datetime | None = await self.fetchval("next_due", list(kinds), list(queues))
@@ -336,9 +381,24 @@ class Store:
     async def request_cancel(self, job_id: uuid.UUID, *, by: str) -> bool:
         return await self.fetchrow("request_cancel", job_id, by) is not None
 
-    async def renew_leases(self, node: str, lease_seconds: float) -> list[uuid.UUID]:
-        """Extend every lease of ``node``; the ids among them asked to cancel."""
-        return [r["job_id"] for r in await self.fetch("renew_leases", node, float(lease_seconds))]
+    async def renew_leases(self, node: str, lease_seconds: float, tokens: Sequence[int]) -> dict[uuid.UUID, bool]:
+        """Heartbeat: extend the leases ``node`` holds with ``tokens``.
+
+        Returns:
+            Each renewed job, mapped to whether its cancellation was requested.
+        """
+        rows = await self.fetch("renew_leases", node, float(lease_seconds), list(tokens))
+        return {r["job_id"]: r["cancel_requested"] for r in rows}
+
+    async def register_node(self, node: str, hostname: str, pid: int) -> None:
+        await self.fetch("register_node", node, hostname, pid)
+
+    async def stop_node(self, node: str) -> None:
+        await self.fetch("stop_node", node)
+
+    async def rescue_expired(self, limit: int = 1000) -> list[Row]:
+        """Requeue, fail or cancel jobs whose lease expired; the rows moved."""
+        return await self.fetch("rescue_expired", limit)
 
     async def release_unstarted(self, job_ids: Sequence[uuid.UUID], tokens: Sequence[int]) -> None:
         await self.fetch("release_unstarted", list(job_ids), list(tokens))
@@ -360,10 +420,12 @@ class Store:
         def on_notification(_conn: Any, _pid: int, channel: str, payload: str) -> None:
             try:
                 send.send_nowait((by_channel[channel], payload))
-            except (trio.WouldBlock, trio.ClosedResourceError):
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
 
         conn = await self.connect()
+        # A dropped connection ends the iteration, so the caller reconnects.
+        conn.add_termination_listener(lambda _conn: send.close())
         try:
             for channel in by_channel:
                 await self._aio(conn.add_listener, channel, on_notification)
@@ -383,6 +445,28 @@ async def _apply_migration(conn: asyncpg.Connection, migration: Migration) -> No
     async with conn.transaction():
         await conn.execute(migration.sql)
         await conn.execute(query("record_migration"), migration.name)
+
+
+async def retry_unavailable(
+    what: str,
+    fn: Callable[..., Awaitable[T]],
+    *args: Any,
+    backoff: tuple[float, float] = (0.05, 5.0),
+) -> T:
+    """``await fn(*args)``, again and again while the database is unreachable.
+
+    For writes and reads a job's progress depends on: the guarded
+    statements make a retried write apply at most once. The pause doubles
+    from ``backoff[0]`` up to ``backoff[1]`` seconds, with jitter.
+    """
+    delay, ceiling = backoff
+    while True:
+        try:
+            return await fn(*args)
+        except DatabaseUnavailable as exc:
+            logger.warning("database unavailable (%s); retrying %s in %.2fs", exc, what, delay)
+            await trio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(ceiling, delay * 2)
 
 
 @asynccontextmanager

@@ -72,5 +72,9 @@ class Waiters:
         for watch in self._watches.get(job_id, ()):
             watch._poke(job_id)
 
+    def notify_all(self) -> None:
+        for job_id in list(self._watches):
+            self.notify(job_id)
+
     def __len__(self) -> int:
         return len(self._watches)

@@ -9,14 +9,12 @@ statement ran goes into the next one, with no timer.
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from dataclasses import dataclass, field
 
 import trio
 
-from ._errors import DatabaseUnavailable
-from ._store import Store, TransitionRow
+from ._store import Store, TransitionRow, retry_unavailable
 
 logger = logging.getLogger("orchestrator.writer")
 
@@ -109,18 +107,11 @@ class TransitionWriter:
             await self._write_batch(later)
 
     async def _apply_retrying(self, rows: list[TransitionRow]) -> set[uuid.UUID]:
-        # While the database is away, hold the batch and try again: the
-        # guards make a retried write apply at most once, and an actor whose
-        # write was in fact committed reads back its own state.
-        delay, ceiling = self._backoff
-        while True:
-            try:
-                applied = await self._store.apply_transitions(rows)
-            except DatabaseUnavailable as exc:
-                logger.warning("database unavailable, retrying %d writes in %.2fs: %s", len(rows), delay, exc)
-                await trio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(ceiling, delay * 2)
-                continue
-            self.statements += 1
-            self.rows += len(rows)
-            return applied
+        # While the database is away, hold the batch and try again: an actor
+        # whose write was in fact committed reads back its own state.
+        applied = await retry_unavailable(
+            f"{len(rows)} writes", self._store.apply_transitions, rows, backoff=self._backoff
+        )
+        self.statements += 1
+        self.rows += len(rows)
+        return applied

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,7 +32,10 @@ def pg_server() -> Iterator[str]:
         return
     from orchestrator._embedded import start_embedded, stop_embedded
 
-    data_dir = Path(tempfile.gettempdir()) / f"trio-orchestrator-tests-{os.geteuid()}" / "pgdata"
+    # One server per test session: sessions running side by side (a developer
+    # and CI, say) must not stop each other's server.
+    root = Path(tempfile.mkdtemp(prefix="trio-orchestrator-tests-"))
+    data_dir = root / "pgdata"
     url = start_embedded(data_dir)
     # Durability buys nothing in tests and costs every commit a flush.
     for setting in ("fsync", "synchronous_commit", "full_page_writes"):
@@ -41,6 +45,7 @@ def pg_server() -> Iterator[str]:
         yield url
     finally:
         stop_embedded(data_dir)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

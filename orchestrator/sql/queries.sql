@@ -5,14 +5,30 @@
 
 -- name: submit_jobs
 -- Insert queued jobs of one kind in one statement; the database clock stamps
--- created_at, so producers on skewed clocks cannot break ordering.
-INSERT INTO job_status (
-    job_id, kind, queue, payload, owner_user_id, owner_org_id,
-    priority, max_attempts, run_at, created_at)
-SELECT j.job_id, $1, $2, j.payload, $3, $4, $5, $6,
-       statement_timestamp() + make_interval(secs => $7), statement_timestamp()
-FROM unnest($8::uuid[], $9::jsonb[]) AS j(job_id, payload)
-RETURNING *;
+-- created_at, so producers on skewed clocks cannot break ordering. A payload
+-- whose unique key matches a queued or active job of the same kind and
+-- organisation is not inserted: that job is returned instead.
+WITH input AS (
+    SELECT * FROM unnest($8::uuid[], $9::jsonb[], $10::text[]) AS i(job_id, payload, unique_key)
+),
+inserted AS (
+    INSERT INTO job_status (
+        job_id, kind, queue, payload, owner_user_id, owner_org_id,
+        priority, max_attempts, run_at, created_at, unique_key)
+    SELECT i.job_id, $1, $2, i.payload, $3, $4, $5, $6,
+           statement_timestamp() + make_interval(secs => $7), statement_timestamp(), i.unique_key
+    FROM input i
+    ON CONFLICT (owner_org_id, kind, unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('queued', 'active')
+        DO NOTHING
+    RETURNING *
+)
+SELECT * FROM inserted
+UNION ALL
+SELECT j.* FROM job_status j
+WHERE j.owner_org_id = $4 AND j.kind = $1 AND j.status IN ('queued', 'active')
+  AND j.unique_key IN (SELECT unique_key FROM input WHERE unique_key IS NOT NULL)
+  AND j.unique_key NOT IN (SELECT unique_key FROM inserted WHERE unique_key IS NOT NULL);
 
 -- name: get_job
 -- One job, only within the caller's organisation.
@@ -27,26 +43,36 @@ SELECT * FROM job_status WHERE job_id = $1;
 SELECT * FROM job_status WHERE job_id = ANY($1::uuid[]);
 
 -- name: list_jobs
--- An organisation's jobs, newest first, optionally filtered by status and kind.
+-- An organisation's jobs, newest first, optionally filtered by status, kind,
+-- queue and owner.
 SELECT * FROM job_status
 WHERE owner_org_id = $1
   AND ($2::text IS NULL OR status = $2::job_state)
   AND ($3::text IS NULL OR kind = $3)
+  AND ($4::text IS NULL OR queue = $4)
+  AND ($5::text IS NULL OR owner_user_id = $5)
 ORDER BY created_at DESC, job_id
-LIMIT $4;
+LIMIT $6;
 
 -- name: claim_jobs
--- Lease up to $3 due jobs of the kinds and queues this node runs. SKIP LOCKED
--- lets many dispatchers claim at once without waiting on each other; each
--- claimed row gets a fresh fencing token.
-WITH due AS (
-    SELECT job_id FROM job_status
-    WHERE status = 'queued' AND lease_token IS NULL
-      AND run_at <= clock_timestamp()
-      AND kind = ANY($1::text[]) AND queue = ANY($2::text[])
-    ORDER BY priority DESC, run_at, job_id
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
+-- Lease due jobs of the kinds this node runs, up to the free slots of each
+-- of its queues ($2 queues, $3 slots). SKIP LOCKED lets many dispatchers
+-- claim at once without waiting on each other; each claimed row gets a
+-- fresh fencing token.
+WITH wanted AS (
+    SELECT * FROM unnest($2::text[], $3::int[]) AS w(queue, slots) WHERE w.slots > 0
+),
+due AS (
+    SELECT d.job_id
+    FROM wanted w
+    CROSS JOIN LATERAL (
+        SELECT job_id FROM job_status
+        WHERE status = 'queued' AND lease_token IS NULL AND queue = w.queue
+          AND run_at <= clock_timestamp() AND kind = ANY($1::text[])
+        ORDER BY priority DESC, run_at, job_id
+        LIMIT w.slots
+        FOR UPDATE SKIP LOCKED
+    ) d
 )
 UPDATE job_status j
 SET lease_node = $4,
@@ -75,6 +101,14 @@ WITH t AS (
         $8::double precision[], $9::jsonb[], $10::jsonb[], $11::int[]
     ) AS t(job_id, token, expected, next, started_at, completed_at, run_at,
            progress, result, error, attempt)
+),
+-- Lock the rows in job_id order, as every multi-row update here does, so
+-- that two batches (a heartbeat, a write) never wait on each other in a
+-- cycle.
+locked AS (
+    SELECT j.job_id FROM job_status j JOIN t USING (job_id)
+    ORDER BY j.job_id
+    FOR UPDATE OF j
 )
 UPDATE job_status j
 SET status = t.next::job_state,
@@ -88,7 +122,7 @@ SET status = t.next::job_state,
     lease_node = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_node END,
     lease_token = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_token END,
     lease_expires_at = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_expires_at END
-FROM t
+FROM t JOIN locked USING (job_id)
 WHERE j.job_id = t.job_id
   AND j.status = t.expected::job_state
   AND j.lease_token = t.token
@@ -118,15 +152,81 @@ SELECT job_id, lease_node, pg_notify(current_schema() || '_cancel', job_id::text
 FROM requested;
 
 -- name: renew_leases
--- Extend every lease this node holds in one statement; return the jobs among
--- them whose cancellation was requested (a fallback for missed notifications).
-WITH renewed AS (
-    UPDATE job_status
+-- The heartbeat: mark the node alive and extend every lease it still holds
+-- ($3: the fencing tokens of its running jobs) in one statement. Returns the
+-- jobs renewed, with whether their cancellation was requested (a fallback
+-- for missed notifications); a running job missing from the answer has
+-- lost its lease.
+WITH node AS (
+    UPDATE nodes SET heartbeat_at = clock_timestamp() WHERE node_id = $1
+    RETURNING node_id
+),
+held AS (
+    SELECT job_id FROM job_status
+    WHERE lease_node = $1 AND lease_token = ANY($3::bigint[]) AND status IN ('queued', 'active')
+    ORDER BY job_id
+    FOR UPDATE
+),
+renewed AS (
+    UPDATE job_status j
     SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-    WHERE lease_node = $1 AND status IN ('queued', 'active') AND lease_token IS NOT NULL
-    RETURNING job_id, cancel_requested_at
+    FROM held
+    WHERE j.job_id = held.job_id
+      AND j.lease_node = $1 AND j.lease_token = ANY($3::bigint[]) AND j.status IN ('queued', 'active')
+    RETURNING j.job_id, j.cancel_requested_at
 )
-SELECT job_id FROM renewed WHERE cancel_requested_at IS NOT NULL;
+SELECT job_id, cancel_requested_at IS NOT NULL AS cancel_requested FROM renewed;
+
+-- name: register_node
+-- A daemon announces itself (again, after a restart with the same id).
+INSERT INTO nodes (node_id, hostname, pid) VALUES ($1, $2, $3)
+ON CONFLICT (node_id) DO UPDATE
+SET hostname = EXCLUDED.hostname, pid = EXCLUDED.pid,
+    started_at = clock_timestamp(), heartbeat_at = clock_timestamp(), stopped_at = NULL;
+
+-- name: stop_node
+UPDATE nodes SET stopped_at = clock_timestamp() WHERE node_id = $1;
+
+-- name: rescue_expired
+-- Any live node runs this: jobs whose node stopped renewing its lease go
+-- back to the queue (attempt + 1), or fail when their attempts are used up,
+-- or end cancelled when a cancel was requested meanwhile; a job claimed but
+-- never started just loses the lease. The database clock stamps the end,
+-- never before the start. At most $1 jobs per call.
+WITH expired AS (
+    SELECT job_id FROM job_status
+    WHERE status IN ('queued', 'active') AND lease_token IS NOT NULL
+      AND lease_expires_at < clock_timestamp()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+),
+decided AS (
+    SELECT j.job_id,
+           CASE
+               WHEN j.status = 'queued' THEN 'queued'
+               WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+               WHEN j.attempt < j.max_attempts THEN 'retry'
+               ELSE 'failed'
+           END AS outcome
+    FROM job_status j JOIN expired USING (job_id)
+)
+UPDATE job_status j
+SET status = (CASE d.outcome WHEN 'retry' THEN 'queued' ELSE d.outcome END)::job_state,
+    attempt = j.attempt + CASE d.outcome WHEN 'retry' THEN 1 ELSE 0 END,
+    completed_at = CASE WHEN d.outcome IN ('cancelled', 'failed')
+                        THEN greatest(clock_timestamp(), j.started_at + interval '1 microsecond')
+                   END,
+    run_at = CASE d.outcome WHEN 'retry' THEN clock_timestamp() ELSE j.run_at END,
+    error = CASE WHEN d.outcome = 'queued' THEN j.error
+                 ELSE jsonb_build_object('type', 'LeaseExpired',
+                                         'message', format('node %s stopped renewing its lease', j.lease_node))
+            END,
+    rescued_from = j.lease_node,
+    lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
+FROM decided d
+WHERE j.job_id = d.job_id
+RETURNING j.job_id, d.outcome, j.rescued_from;
 
 -- name: release_unstarted
 -- Give back leases on jobs this node claimed but never started.

@@ -374,7 +374,7 @@ async def test_demo_runs_to_completion_and_shows_each_final_state(database_url: 
 
 
 async def test_an_unreachable_database_exits_6() -> None:
-    for args in (["status", str(uuid.uuid4()), *ALICE], ["migrate"]):
+    for args in (["status", str(uuid.uuid4()), *ALICE], ["migrate"], ["run", "--app", APP]):
         result = await cli(None, "--database-url", UNREACHABLE, *args)
         assert result.code == 6, result
         line = one_error_line(result)

@@ -131,7 +131,7 @@ async def test_transitions_are_guarded_by_status_and_lease_token(database_url: s
     async with orch.running(work=False):
         job = await orch.submit("noop", {"w": 1}, owner=ALICE)
         store = orch.store
-        [claimed] = await store.claim(kinds=["noop"], queues=["default"], limit=5, node="n1", lease_seconds=30)
+        [claimed] = await store.claim(kinds=["noop"], slots={"default": 5}, node="n1", lease_seconds=30)
         token = claimed["lease_token"]
         started = claimed["created_at"] + timedelta(seconds=1)
         activate = TransitionRow(job.id, token, "queued", "active", started_at=started)

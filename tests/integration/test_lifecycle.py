@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import trio
 from pydantic import BaseModel
 
 from orchestrator import JobState, Orchestrator, Principal

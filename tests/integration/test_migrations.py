@@ -12,7 +12,7 @@ EXPECTED_COLUMNS = {
     "job_id", "kind", "queue", "payload", "owner_user_id", "owner_org_id", "status", "priority",
     "attempt", "max_attempts", "run_at", "created_at", "started_at", "completed_at", "lease_node",
     "lease_token", "lease_expires_at", "cancel_requested_at", "cancel_requested_by", "progress",
-    "result", "error",
+    "result", "error", "unique_key", "rescued_from",
 }  # fmt: skip
 
 
@@ -81,4 +81,4 @@ async def test_a_custom_schema_holds_every_object(empty_database_url: str) -> No
     tables = await fetch(
         empty_database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'jobs_here' ORDER BY tablename"
     )
-    assert [t["tablename"] for t in tables] == ["job_status", "schema_migrations"]
+    assert [t["tablename"] for t in tables] == ["job_status", "nodes", "schema_migrations"]

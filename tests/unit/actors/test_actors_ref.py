@@ -10,7 +10,16 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
-from actors import Actor, ActorDead, ActorRef, AskTimeout, MailboxFull, Restart, open_supervisor
+from actors import (
+    Actor,
+    ActorDead,
+    ActorRef,
+    AskTimeout,
+    MailboxFull,
+    Restart,
+    Supervisor,
+    open_supervisor,
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +37,7 @@ class Fail:
 @dataclass(frozen=True)
 class Nap:
     seconds: float
-    label: object = None
+    label: Any = None
 
 
 class Recorder(Actor[Any]):
@@ -55,14 +64,20 @@ class Recorder(Actor[Any]):
 
 
 async def spawn_recorder(
-    sup: Any, log: list[object], *, mailbox_size: int = 64, restart: Restart = Restart.TEMPORARY
+    sup: Supervisor,
+    log: list[object],
+    *,
+    mailbox_size: int = 64,
+    restart: Restart = Restart.TEMPORARY,
 ) -> ActorRef[Any]:
     return await sup.spawn(
         lambda: Recorder(log), name="rec", mailbox_size=mailbox_size, restart=restart
     )
 
 
-async def test_one_message_at_a_time_even_when_receive_awaits(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_one_message_at_a_time_even_when_receive_awaits(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     active = 0
     peak = 0
     handled: list[int] = []
@@ -87,7 +102,9 @@ async def test_one_message_at_a_time_even_when_receive_awaits(autojump_clock: Mo
     assert trio.current_time() == pytest.approx(5)
 
 
-async def test_messages_from_one_sender_are_handled_in_order(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_messages_from_one_sender_are_handled_in_order(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     log: list[object] = []
 
     async def sender(ref: ActorRef[Any], who: str) -> None:
@@ -107,14 +124,18 @@ async def test_messages_from_one_sender_are_handled_in_order(autojump_clock: Moc
     assert len({w for w, _ in labels[:6]}) > 1, "senders did not interleave"
 
 
-async def test_ask_returns_what_receive_returned(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_ask_returns_what_receive_returned(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     async with open_supervisor() as sup:
         ref = await spawn_recorder(sup, [])
         assert await ref.ask("hello") == ("ok", "hello")
         assert await ref.ask(42, timeout=10) == ("ok", 42)
 
 
-async def test_ask_reraises_the_exception_from_receive_and_the_actor_crashes(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_ask_reraises_the_exception_from_receive_and_the_actor_crashes(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     log: list[object] = []
     error = ValueError("bad message")
     async with open_supervisor() as sup:
@@ -127,7 +148,9 @@ async def test_ask_reraises_the_exception_from_receive_and_the_actor_crashes(aut
         assert sup.children == []
 
 
-async def test_ask_timeout_raises_and_drops_the_late_reply(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_ask_timeout_raises_and_drops_the_late_reply(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     log: list[object] = []
     async with open_supervisor() as sup:
         ref = await spawn_recorder(sup, log)
@@ -141,7 +164,9 @@ async def test_ask_timeout_raises_and_drops_the_late_reply(autojump_clock: MockC
         assert trio.current_time() == pytest.approx(10)
 
 
-async def test_ask_timeout_counts_the_wait_for_mailbox_space(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_ask_timeout_counts_the_wait_for_mailbox_space(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     async with open_supervisor() as sup:
         ref = await spawn_recorder(sup, [], mailbox_size=1)
         hold = Hold()
@@ -153,7 +178,9 @@ async def test_ask_timeout_counts_the_wait_for_mailbox_space(autojump_clock: Moc
         hold.release.set()
 
 
-async def test_tell_nowait_raises_mailbox_full_at_capacity(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_tell_nowait_raises_mailbox_full_at_capacity(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     log: list[object] = []
     async with open_supervisor() as sup:
         ref = await spawn_recorder(sup, log, mailbox_size=2)
@@ -170,7 +197,9 @@ async def test_tell_nowait_raises_mailbox_full_at_capacity(autojump_clock: MockC
     assert log == ["on_start", hold, 1, 2, "on_stop"]
 
 
-async def test_tell_waits_for_space_when_the_mailbox_is_full(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_tell_waits_for_space_when_the_mailbox_is_full(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     log: list[object] = []
     sent = trio.Event()
 
@@ -195,7 +224,9 @@ async def test_tell_waits_for_space_when_the_mailbox_is_full(autojump_clock: Moc
     assert log == ["on_start", hold, 1, 2, 3, "on_stop"]
 
 
-async def test_stop_handles_earlier_messages_first_then_runs_on_stop(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_stop_handles_earlier_messages_first_then_runs_on_stop(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     log: list[object] = []
 
     class Checked(Recorder):
@@ -239,7 +270,9 @@ async def test_a_dead_actor_rejects_messages(autojump_clock: MockClock, watchdog
             await ref.ask(1, timeout=5)
 
 
-async def test_messages_behind_the_stop_are_refused(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_messages_behind_the_stop_are_refused(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     log: list[object] = []
     outcomes: list[object] = []
 
@@ -265,7 +298,9 @@ async def test_messages_behind_the_stop_are_refused(autojump_clock: MockClock, w
     assert isinstance(outcomes[0], ActorDead)
 
 
-async def test_pending_asks_fail_with_actor_dead_when_the_actor_crashes(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_pending_asks_fail_with_actor_dead_when_the_actor_crashes(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     log: list[object] = []
     error = RuntimeError("boom")
     results: dict[str, object] = {}
@@ -294,7 +329,9 @@ async def test_pending_asks_fail_with_actor_dead_when_the_actor_crashes(autojump
     assert "behind" not in log
 
 
-async def test_child_task_delivers_its_outcome_back_to_the_actor(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_child_task_delivers_its_outcome_back_to_the_actor(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     @dataclass(frozen=True)
     class Start:
         n: int
@@ -327,7 +364,9 @@ async def test_child_task_delivers_its_outcome_back_to_the_actor(autojump_clock:
         assert await ref.ask("poll") == 49
 
 
-async def test_the_actor_nursery_is_cancelled_after_on_stop(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_the_actor_nursery_is_cancelled_after_on_stop(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     events: list[str] = []
 
     class WithChild(Actor[object]):
@@ -356,7 +395,9 @@ async def test_the_actor_nursery_is_cancelled_after_on_stop(autojump_clock: Mock
         assert events == ["on_stop", "child cancelled"]
 
 
-async def test_a_crashing_child_task_crashes_the_actor(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_a_crashing_child_task_crashes_the_actor(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     events: list[str] = []
     release = trio.Event()
     outcome: list[BaseException] = []
@@ -393,7 +434,9 @@ async def test_a_crashing_child_task_crashes_the_actor(autojump_clock: MockClock
     assert len(outcome) == 1
 
 
-async def test_on_start_failure_makes_spawn_raise(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_on_start_failure_makes_spawn_raise(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     made: list[int] = []
 
     class BadStart(Actor[object]):
@@ -411,6 +454,25 @@ async def test_on_start_failure_makes_spawn_raise(autojump_clock: MockClock, wat
             await sup.spawn(BadStart, name="bad", restart=Restart.PERMANENT)
         assert sup.children == []
     assert made == [1]
+
+
+async def test_spawn_returns_once_on_start_has_completed(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
+    class SlowStart(Actor[object]):
+        ready = False
+
+        async def on_start(self) -> None:
+            await trio.sleep(3)
+            self.ready = True
+
+        async def receive(self, message: object) -> bool:
+            return self.ready
+
+    async with open_supervisor() as sup:
+        ref = await sup.spawn(SlowStart, name="slow-start")
+        assert trio.current_time() == 3
+        assert await ref.ask("ready?") is True
 
 
 async def test_ref_exposes_name_and_liveness(autojump_clock: MockClock, watchdog: None) -> None:

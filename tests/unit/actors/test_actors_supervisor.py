@@ -6,7 +6,6 @@ import gc
 import logging
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import trio
@@ -83,7 +82,9 @@ async def test_permanent_actor_is_restarted_behind_the_same_ref(
     assert "counted" in crash_records[0].getMessage()
 
 
-async def test_transient_actor_is_restarted_after_a_crash(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_transient_actor_is_restarted_after_a_crash(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     async with open_supervisor() as sup:
         ref, _, instances = await spawn_counted(sup, Restart.TRANSIENT)
         with pytest.raises(RuntimeError):
@@ -93,7 +94,9 @@ async def test_transient_actor_is_restarted_after_a_crash(autojump_clock: MockCl
         assert len(instances) == 2
 
 
-async def test_temporary_actor_is_not_restarted_and_never_escalates(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_temporary_actor_is_not_restarted_and_never_escalates(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     async with open_supervisor(intensity=0) as sup:
         ref, log, instances = await spawn_counted(sup, Restart.TEMPORARY)
         await ref.tell(Crash())
@@ -168,7 +171,9 @@ async def test_does_not_escalate_when_restarts_are_spread_beyond_period(
     assert len(instances) == 5
 
 
-async def test_two_restarts_within_period_exceed_intensity_one(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_two_restarts_within_period_exceed_intensity_one(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     with pytest.raises(SupervisorEscalation):
         async with open_supervisor(intensity=1, period=5) as sup:
             ref, _, _ = await spawn_counted(sup)
@@ -178,7 +183,9 @@ async def test_two_restarts_within_period_exceed_intensity_one(autojump_clock: M
             await trio.sleep(1)
 
 
-async def test_leaving_the_block_stops_children_gracefully(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_leaving_the_block_stops_children_gracefully(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     events: list[object] = []
 
     class Polite(Actor[int]):
@@ -198,7 +205,9 @@ async def test_leaving_the_block_stops_children_gracefully(autojump_clock: MockC
     assert sup.children == []
 
 
-async def test_leaving_the_block_with_an_error_cancels_children(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_leaving_the_block_with_an_error_cancels_children(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     events: list[str] = []
 
     class Busy(Actor[object]):
@@ -211,18 +220,20 @@ async def test_leaving_the_block_with_an_error_cancels_children(autojump_clock: 
         async def on_stop(self) -> None:
             events.append("on_stop")
 
-    with pytest.raises(ZeroDivisionError):  # bare, not in a group
+    with pytest.raises(LookupError, match="leaving"):  # bare, not in a group
         async with open_supervisor() as sup:
             ref = await sup.spawn(Busy, name="busy")
             await ref.tell("work")
             await ref.tell("queued")
             await trio.testing.wait_all_tasks_blocked()
-            1 / 0
+            raise LookupError("leaving")
     assert events == ["cancelled"]
     assert not ref.is_alive
 
 
-async def test_cancelling_the_block_cancels_children(autojump_clock: MockClock, watchdog: None) -> None:
+async def test_cancelling_the_block_cancels_children(
+    autojump_clock: MockClock, watchdog: None
+) -> None:
     with trio.move_on_after(10) as scope:
         async with open_supervisor() as sup:
             ref = await sup.spawn(lambda: Counted([], []), name="c")
@@ -259,3 +270,27 @@ async def test_stopped_actors_are_released(autojump_clock: MockClock, watchdog: 
         gc.collect()
         # The refs are still held, yet the instances are gone.
         assert len(instances) == 0
+
+
+async def test_a_restarted_actor_releases_the_crashed_instance(
+    autojump_clock: MockClock, watchdog: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest's log capture would keep the crash's traceback, and through it
+    # the crashed instance.
+    monkeypatch.setattr(logging.getLogger("actors"), "disabled", True)
+    instances: weakref.WeakSet[Actor[object]] = weakref.WeakSet()
+
+    class Fragile(Actor[object]):
+        def __init__(self) -> None:
+            instances.add(self)
+
+        async def receive(self, message: object) -> None:
+            if message == "crash":
+                raise RuntimeError("crash")
+
+    async with open_supervisor() as sup:
+        ref = await sup.spawn(Fragile, name="fragile")
+        await ref.tell("crash")
+        await ref.ask("handled by the new instance")
+        gc.collect()
+        assert len(instances) == 1

@@ -1,0 +1,206 @@
+"""What ``submit``, ``get``, ``cancel`` and ``wait`` do, on any event loop.
+
+These coroutines await only the store object they are given, so the trio
+orchestrator and the plain-asyncio client share them (and the SQL behind
+them) instead of each keeping its own copy of the rules.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from ._auth import authorize_cancel, visible_row
+from ._errors import OrchestratorError
+from ._lifecycle import Applied, Cancel, JobState, transition
+from ._models import CancelOutcome, JobRecord, Principal
+
+Row = Mapping[str, Any]
+
+#: How many times ``cancel`` re-reads a job that moved under it.
+CANCEL_ROUNDS = 20
+
+
+class JobStore(Protocol):
+    """The statements these operations need; both stores provide them."""
+
+    async def submit(
+        self,
+        *,
+        kind: str,
+        queue: str,
+        owner_user_id: str,
+        owner_org_id: str,
+        priority: int,
+        max_attempts: int,
+        delay: float,
+        job_ids: Sequence[uuid.UUID],
+        payloads: Sequence[Any],
+        unique_keys: Sequence[str | None],
+    ) -> list[Row]: ...
+
+    async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None: ...
+
+    async def get_jobs(self, job_ids: Sequence[uuid.UUID]) -> list[Row]: ...
+
+    async def list_jobs(
+        self, org_id: str, *, status: str | None, kind: str | None, queue: str | None, owner: str | None, limit: int
+    ) -> list[Row]: ...
+
+    async def cancel_queued(
+        self, job_id: uuid.UUID, *, started_at: datetime | None, completed_at: datetime, by: str
+    ) -> Row | None: ...
+
+    async def request_cancel(self, job_id: uuid.UUID, *, by: str) -> bool: ...
+
+
+def check_submit_options(owner: Any, delay: float, max_attempts: int) -> None:
+    """Validate what ``submit`` takes besides the payload.
+
+    Raises:
+        TypeError, ValueError: naming the bad option.
+    """
+    if not isinstance(owner, Principal):
+        raise TypeError(f"owner must be a Principal, got {type(owner).__name__}")
+    if not (math.isfinite(delay) and delay >= 0):
+        raise ValueError(f"delay must be a non-negative number of seconds, got {delay}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+
+
+async def submit_jobs(
+    store: JobStore,
+    *,
+    kind: str,
+    payloads: Sequence[Any],
+    owner: Principal,
+    queue: str,
+    priority: int,
+    max_attempts: int,
+    delay: float,
+    unique_keys: Sequence[str | None] | None = None,
+) -> list[JobRecord]:
+    """Insert already validated payloads; one record per payload, in order.
+
+    A payload with a ``unique_key`` that matches a queued or active job of
+    the same kind in the same organisation yields that job instead of a
+    new one.
+    """
+    check_submit_options(owner, delay, max_attempts)
+    keys = list(unique_keys) if unique_keys is not None else [None] * len(payloads)
+    if len(keys) != len(payloads):
+        raise ValueError(f"{len(keys)} unique keys for {len(payloads)} payloads")
+    if not payloads:
+        return []
+    job_ids = [uuid.uuid4() for _ in payloads]
+    rows = await store.submit(
+        kind=kind,
+        queue=queue,
+        owner_user_id=owner.user_id,
+        owner_org_id=owner.org_id,
+        priority=priority,
+        max_attempts=max_attempts,
+        delay=delay,
+        job_ids=job_ids,
+        payloads=list(payloads),
+        unique_keys=keys,
+    )
+    by_id = {r["job_id"]: r for r in rows}
+    by_key = {r["unique_key"]: r for r in rows if r["unique_key"] is not None}
+    records = []
+    for job_id, key in zip(job_ids, keys):
+        row = by_id.get(job_id) or (by_key.get(key) if key is not None else None)
+        if row is None:
+            raise OrchestratorError(f"job with unique key {key!r} was neither inserted nor found; submit again")
+        records.append(JobRecord.from_row(row))
+    return records
+
+
+async def get_job(store: JobStore, job_id: uuid.UUID, by: Principal) -> JobRecord:
+    """The job as stored now, if ``by`` may see it."""
+    return JobRecord.from_row(visible_row(by, job_id, await store.get_job(job_id, by.org_id)))
+
+
+async def list_jobs(
+    store: JobStore,
+    by: Principal,
+    *,
+    state: JobState | str | None = None,
+    kind: str | None = None,
+    queue: str | None = None,
+    owner: str | None = None,
+    limit: int = 100,
+) -> list[JobRecord]:
+    """Jobs of ``by``'s organisation, newest first, filtered."""
+    status = JobState(state).value if state is not None else None
+    rows = await store.list_jobs(by.org_id, status=status, kind=kind, queue=queue, owner=owner, limit=limit)
+    return [JobRecord.from_row(r) for r in rows]
+
+
+async def read_terminal(
+    store: JobStore, by: Principal, job_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, JobRecord]:
+    """The jobs among ``job_ids`` that are terminal now.
+
+    Raises:
+        JobNotFound: one of them does not exist for ``by``.
+    """
+    batch = sorted(job_ids)
+    rows = {r["job_id"]: r for r in await store.get_jobs(batch)} if batch else {}
+    done = {}
+    for jid in batch:
+        record = JobRecord.from_row(visible_row(by, jid, rows.get(jid)))
+        if record.is_terminal:
+            done[jid] = record
+    return done
+
+
+async def cancel_job(
+    store: JobStore,
+    job_id: uuid.UUID,
+    by: Principal,
+    *,
+    clock: Callable[[], datetime],
+    wait_terminal: Callable[[uuid.UUID], Awaitable[JobRecord]],
+    deliver_locally: Callable[[uuid.UUID], object] | None = None,
+) -> CancelOutcome:
+    """Cancel a queued or running job; return once it is terminal.
+
+    A queued job is cancelled by one guarded update. A running one gets a
+    durable cancel request (announced to every node); the node running it
+    cancels the handler and persists ``cancelled``, unless the job ended
+    first, which the outcome then says.
+    """
+    for _ in range(CANCEL_ROUNDS):
+        row = visible_row(by, job_id, await store.get_job(job_id, by.org_id))
+        authorize_cancel(by, row)
+        record = JobRecord.from_row(row)
+        if record.is_terminal:
+            return refused(record)
+        if record.state is JobState.QUEUED:
+            decision = transition(record.snapshot(), Cancel(clock()))
+            assert isinstance(decision, Applied) and decision.after.completed_at is not None
+            cancelled = await store.cancel_queued(
+                job_id, started_at=record.started_at, completed_at=decision.after.completed_at, by=by.user_id
+            )
+            if cancelled is not None:
+                return CancelOutcome(job_id=job_id, cancelled=True, state=JobState.CANCELLED)
+            continue
+        if await store.request_cancel(job_id, by=by.user_id):
+            if deliver_locally is not None:
+                deliver_locally(job_id)
+            final = await wait_terminal(job_id)
+            if final.state is JobState.CANCELLED:
+                return CancelOutcome(job_id=job_id, cancelled=True, state=final.state)
+            return refused(final)
+    raise OrchestratorError(f"job {job_id} kept changing state; cancel gave up after {CANCEL_ROUNDS} rounds")
+
+
+def refused(record: JobRecord) -> CancelOutcome:
+    """The outcome for a job that ended before a cancel could apply."""
+    return CancelOutcome(
+        job_id=record.id, cancelled=False, state=record.state, reason=f"already {record.state.value}"
+    )
