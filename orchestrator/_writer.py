@@ -88,7 +88,8 @@ class TransitionWriter:
         # would apply only one of its rows); actors await each write, so
         # this only guards against a bug elsewhere.
         seen: set[uuid.UUID] = set()
-        now, later = [], []
+        now: list[_Request] = []
+        later: list[_Request] = []
         for request in batch:
             (later if request.row.job_id in seen else now).append(request)
             seen.add(request.row.job_id)
