@@ -84,6 +84,9 @@ def _is_connection_error(exc: BaseException) -> bool:
             asyncpg.CannotConnectNowError,
             asyncpg.AdminShutdownError,
             asyncpg.CrashShutdownError,
+            # The client's protocol state got out of step with the server
+            # (seen when a backend is terminated mid-conversation).
+            asyncpg.InternalClientError,
         ),
     )
 
@@ -258,8 +261,9 @@ class Store:
                     # fails on first use. One more try on a fresh connection
                     # cannot run anything twice: either the statement was
                     # never sent, or it only reads.
-                    unsent = isinstance(exc.__cause__, asyncpg.InterfaceError)
-                    if attempt == 1 and conn.is_closed() and (unsent or name in _READS):
+                    conn.terminate()
+                    unsent = isinstance(exc.__cause__, (asyncpg.InterfaceError, asyncpg.InternalClientError))
+                    if attempt == 1 and (unsent or name in _READS):
                         continue
                     raise
         raise AssertionError("unreachable")
