@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import trio
 
-from orchestrator import JobContext, JobState, Orchestrator
+from orchestrator import JobContext, JobRecord, JobState, Orchestrator
 from orchestrator._store import TransitionRow
 from tests.integration.helpers import ALICE, BOB, Size, make_orchestrator, one_row
 from tests.pg import fetch
@@ -25,51 +26,49 @@ async def claim_as_dead_node(orch: Orchestrator, *, start: bool) -> tuple[dict, 
     return row, token
 
 
-async def test_a_job_whose_node_died_is_rescued_and_run_again(database_url: str) -> None:
-    producer = make_orchestrator(database_url)
+async def submit_to_dead_node(url: str, *, max_attempts: int, start: bool) -> uuid.UUID:
+    """One job, claimed (and with ``start``, made active) by a node that dies."""
+    producer = make_orchestrator(url)
     async with producer.running(work=False):
-        job = await producer.submit("double", {"w": 5}, owner=ALICE, max_attempts=2)
-        await claim_as_dead_node(producer, start=True)
-    rescuer = make_orchestrator(database_url, lease_seconds=0.3, poll_interval=0.05)
+        job = await producer.submit("double", {"w": 5}, owner=ALICE, max_attempts=max_attempts)
+        await claim_as_dead_node(producer, start=start)
+    return job.id
+
+
+async def rescue(url: str, job_id: uuid.UUID) -> tuple[JobRecord, int]:
+    """Run a live node until the job ends; the job and how many it rescued."""
+    rescuer = make_orchestrator(url, lease_seconds=0.3, poll_interval=0.05)
     async with rescuer.running():
-        final = await rescuer.wait(job.id, by=ALICE, timeout=30)
-        rescued = rescuer.dispatcher.rescued if rescuer.dispatcher else 0
+        final = await rescuer.wait(job_id, by=ALICE, timeout=30)
+        return final, rescuer.dispatcher.rescued if rescuer.dispatcher else 0
+
+
+async def test_a_job_whose_node_died_is_rescued_and_run_again(database_url: str) -> None:
+    job_id = await submit_to_dead_node(database_url, max_attempts=2, start=True)
+    final, rescued = await rescue(database_url, job_id)
     assert (final.state, final.attempt, final.result) == (JobState.COMPLETED, 2, {"w": 10})
     assert final.error["type"] == "LeaseExpired" and "dead-node" in final.error["message"]
     assert rescued == 1
-    row = await one_row(database_url, job.id)
+    row = await one_row(database_url, job_id)
     assert row["created_at"] < row["started_at"] < row["completed_at"]
 
 
 async def test_a_rescued_job_with_no_attempts_left_fails_with_the_reason(database_url: str) -> None:
-    producer = make_orchestrator(database_url)
-    async with producer.running(work=False):
-        job = await producer.submit("double", {"w": 5}, owner=ALICE, max_attempts=1)
-        await claim_as_dead_node(producer, start=True)
-    rescuer = make_orchestrator(database_url, lease_seconds=0.3, poll_interval=0.05)
-    async with rescuer.running():
-        final = await rescuer.wait(job.id, by=ALICE, timeout=30)
+    job_id = await submit_to_dead_node(database_url, max_attempts=1, start=True)
+    final, _ = await rescue(database_url, job_id)
     assert (final.state, final.attempt) == (JobState.FAILED, 1)
     assert final.error == {"type": "LeaseExpired", "message": "node dead-node stopped renewing its lease"}
     assert final.started_at < final.completed_at
 
 
 async def test_a_claimed_but_unstarted_job_goes_back_without_using_an_attempt(database_url: str) -> None:
-    producer = make_orchestrator(database_url)
-    async with producer.running(work=False):
-        job = await producer.submit("double", {"w": 1}, owner=ALICE, max_attempts=1)
-        await claim_as_dead_node(producer, start=False)
-    rescuer = make_orchestrator(database_url, lease_seconds=0.3, poll_interval=0.05)
-    async with rescuer.running():
-        final = await rescuer.wait(job.id, by=ALICE, timeout=30)
-    assert (final.state, final.attempt) == (JobState.COMPLETED, 1)
+    job_id = await submit_to_dead_node(database_url, max_attempts=1, start=False)
+    final, rescued = await rescue(database_url, job_id)
+    assert (final.state, final.attempt, rescued) == (JobState.COMPLETED, 1, 1)
 
 
 async def test_a_cancel_made_while_the_node_is_down_applies_when_the_job_is_rescued(database_url: str) -> None:
-    producer = make_orchestrator(database_url)
-    async with producer.running(work=False):
-        job = await producer.submit("double", {"w": 1}, owner=ALICE, max_attempts=3)
-        await claim_as_dead_node(producer, start=True)
+    job_id = await submit_to_dead_node(database_url, max_attempts=3, start=True)
     canceller = make_orchestrator(database_url, poll_interval=0.05)
     rescuer = make_orchestrator(database_url, lease_seconds=0.3, poll_interval=0.05)
     async with canceller.running(work=False):
@@ -77,19 +76,19 @@ async def test_a_cancel_made_while_the_node_is_down_applies_when_the_job_is_resc
             outcome = {}
 
             async def cancel() -> None:
-                outcome["it"] = await canceller.cancel(job.id, by=ALICE)
+                outcome["it"] = await canceller.cancel(job_id, by=ALICE)
 
             nursery.start_soon(cancel)
             # The request is durable before any live node could act on it.
             with trio.fail_after(10):
-                while not (await one_row(database_url, job.id))["cancel_requested_at"]:
+                while not (await one_row(database_url, job_id))["cancel_requested_at"]:
                     await trio.sleep(0.01)
             async with rescuer.running():
                 with trio.fail_after(30):
                     while "it" not in outcome:
                         await trio.sleep(0.01)
     assert outcome["it"].cancelled and outcome["it"].state is JobState.CANCELLED
-    row = await one_row(database_url, job.id)
+    row = await one_row(database_url, job_id)
     assert (row["status"], row["attempt"]) == ("cancelled", 1)
 
 
