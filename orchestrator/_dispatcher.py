@@ -140,19 +140,21 @@ class Dispatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run jobs until drained (see :meth:`drain`) or cancelled."""
         await self._store.register_node(self.node_id, socket.gethostname(), os.getpid())
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._heartbeat)
-            task_status.started()
-            with self._claiming:
-                await self._claim_loop()
-            # Draining: keep renewing the leases of the jobs still running.
-            await self._wait_all_exited()
-            nursery.cancel_scope.cancel()
-        with trio.CancelScope(shield=True), trio.move_on_after(5):
-            try:
-                await self._store.stop_node(self.node_id)
-            except DatabaseUnavailable:
-                pass
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._heartbeat)
+                task_status.started()
+                with self._claiming:
+                    await self._claim_loop()
+                # Draining: keep renewing the leases of the jobs still running.
+                await self._wait_all_exited()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await self._store.stop_node(self.node_id)
+                except OrchestratorError as exc:
+                    logger.warning("could not mark node %s stopped: %s", self.node_id, exc)
 
     async def drain(self, grace: float, *, release_bound: float = 10.0) -> None:
         """Stop claiming; give running jobs ``grace`` seconds to end; then

@@ -401,7 +401,7 @@ class Orchestrator:
         ids = [parse_job_id(j) for j in job_ids]
         done: dict[uuid.UUID, JobRecord] = {}
         pending = set(ids)
-        with trio.fail_after(math.inf if timeout is None else timeout):
+        with trio.move_on_after(math.inf if timeout is None else timeout) as deadline:
             with self._waiters.watch(*pending) as watch:
                 to_read: set[uuid.UUID] | None = pending
                 while pending:
@@ -422,6 +422,8 @@ class Orchestrator:
                         # notifications arrive before reading.
                         await trio.lowlevel.checkpoint()
                         to_read = watch.take_pending(to_read)
+        if deadline.cancelled_caught:
+            raise TimeoutError(f"{len(pending)} of {len(ids)} jobs still not finished after {timeout}s")
         return [done[jid] for jid in ids]
 
     # -- cancelling --------------------------------------------------------

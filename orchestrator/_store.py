@@ -181,12 +181,19 @@ class Store:
         Raises:
             DatabaseUnavailable: the server cannot be reached.
         """
-        conn: asyncpg.Connection = await self._aio(
-            asyncpg.connect,
-            self.dsn,
-            timeout=self._connect_timeout,
-            server_settings={"search_path": self.schema, "application_name": "trio-orchestrator"},
-        )
+        try:
+            conn: asyncpg.Connection = await self._aio(
+                asyncpg.connect,
+                self.dsn,
+                timeout=self._connect_timeout,
+                server_settings={"search_path": self.schema, "application_name": "trio-orchestrator"},
+            )
+        except StoreError as exc:
+            # Refused at the door (database not accepting connections, too
+            # many clients, unknown database, bad credentials): unreachable.
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        except TimeoutError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL did not answer within {self._connect_timeout}s") from exc
         await self._aio(_init_connection, conn)
         self._all.append(conn)
         return conn

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ._errors import DatabaseUnavailable
 from ._store import Store, TransitionRow, retry_unavailable
 
 logger = logging.getLogger("orchestrator.writer")
@@ -53,6 +54,8 @@ class TransitionWriter:
         self._backoff = reconnect_backoff
         self.statements = 0
         self.rows = 0
+        #: Statements that found the database unreachable (then retried).
+        self.failed_attempts = 0
 
     async def write(self, row: TransitionRow) -> bool:
         """Persist ``row`` with the next batch.
@@ -107,12 +110,17 @@ class TransitionWriter:
         if later:
             await self._write_batch(later)
 
+    async def _apply(self, rows: list[TransitionRow]) -> set[uuid.UUID]:
+        try:
+            return await self._store.apply_transitions(rows)
+        except DatabaseUnavailable:
+            self.failed_attempts += 1
+            raise
+
     async def _apply_retrying(self, rows: list[TransitionRow]) -> set[uuid.UUID]:
         # While the database is away, hold the batch and try again: an actor
         # whose write was in fact committed reads back its own state.
-        applied = await retry_unavailable(
-            f"{len(rows)} writes", self._store.apply_transitions, rows, backoff=self._backoff
-        )
+        applied = await retry_unavailable(f"{len(rows)} writes", self._apply, rows, backoff=self._backoff)
         self.statements += 1
         self.rows += len(rows)
         return applied

@@ -148,3 +148,16 @@ async def test_transitions_are_guarded_by_status_and_lease_token(database_url: s
         assert caught.value.constraint == "job_status_timestamps_check"
         assert (await orch.get(job.id, by=ALICE)).state is JobState.ACTIVE
         assert await store.apply_transitions([TransitionRow(uuid.uuid4(), token, "active", "completed")]) == set()
+
+
+async def test_wait_gives_up_after_its_timeout_with_a_timeout_error(database_url: str) -> None:
+    orch = Orchestrator(database_url, poll_interval=0.05)
+
+    @orch.job("never")
+    async def never(ctx: JobContext, payload: Size) -> None:
+        return None
+
+    async with orch.running(work=False):
+        job = await orch.submit("never", {"w": 1}, owner=ALICE)
+        with pytest.raises(TimeoutError, match="1 of 1 jobs still not finished after 0.2s"):
+            await orch.wait(job.id, by=ALICE, timeout=0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from datetime import timedelta
 
@@ -217,3 +218,31 @@ async def test_jobs_survive_the_database_dropping_every_connection(database_url:
         again = await orch.wait(later.id, by=ALICE, timeout=30)
     assert final.state is JobState.COMPLETED and final.result == {"w": 2}
     assert again.state is JobState.COMPLETED
+
+
+async def test_a_result_reached_while_the_database_is_away_is_persisted_when_it_returns(
+    database_url: str, pg_server: str
+) -> None:
+    orch = make_orchestrator(database_url, poll_interval=0.05)
+    dbname = urllib.parse.urlsplit(database_url).path.lstrip("/")
+    async with orch.running():
+        job = await orch.submit("gated", {"w": 6}, owner=ALICE)
+        await orch.gate.started.wait()
+        # The database goes away: no new connections, every open one closed.
+        await fetch(pg_server, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
+        await fetch(
+            pg_server,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            dbname,
+        )
+        orch.gate.release.set()
+        # The handler has finished; its result waits in the writer, retried
+        # with backoff until connections are allowed again.
+        with trio.fail_after(10):
+            while orch.writer is not None and orch.writer.failed_attempts == 0:
+                await trio.sleep(0.01)
+        await fetch(pg_server, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
+        final = await orch.wait(job.id, by=ALICE, timeout=60)
+    assert (final.state, final.result, final.attempt) == (JobState.COMPLETED, {"w": 6}, 1)
+    row = await one_row(database_url, job.id)
+    assert row["created_at"] < row["started_at"] < row["completed_at"]
