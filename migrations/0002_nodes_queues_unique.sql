@@ -36,10 +36,14 @@ CREATE FUNCTION submit_job(
     max_attempts integer DEFAULT 1,
     delay_seconds double precision DEFAULT 0,
     unique_key text DEFAULT NULL
-) RETURNS uuid LANGUAGE plpgsql AS $$
+) RETURNS uuid LANGUAGE plpgsql
+-- Callers need not have the schema on their search_path.
+SET search_path FROM CURRENT
+AS $$
 -- Enqueue one job; returns its id (or, for a unique key already queued or
 -- active, that job's id). The payload is not validated here: workers
 -- validate it against the handler's type when they run it.
+#variable_conflict use_column
 DECLARE
     new_id uuid;
 BEGIN
