@@ -28,11 +28,11 @@ import asyncpg
 from ._errors import DatabaseUnavailable, StoreError
 from ._queries import query
 from ._store import (
-    _READS,
     DONE_CHANNEL,
     Row,
-    _init_connection,
     check_schema_name,
+    init_connection,
+    may_retry,
     translated_errors,
 )
 
@@ -86,7 +86,7 @@ class AsyncioStore:
             raise RuntimeError("this store is already open")
         with translated_errors():
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self._size, init=_init_connection, **self._connect_options()
+                self.dsn, min_size=1, max_size=self._size, init=init_connection, **self._connect_options()
             )
 
     async def connect(self) -> asyncpg.Connection:
@@ -98,7 +98,7 @@ class AsyncioStore:
         with translated_errors():
             conn: asyncpg.Connection = await asyncpg.connect(self.dsn, **self._connect_options())
             try:
-                await _init_connection(conn)
+                await init_connection(conn)
             except BaseException:
                 conn.terminate()
                 raise
@@ -145,17 +145,12 @@ class AsyncioStore:
                 with translated_errors():
                     return await getattr(conn, method)(sql, *args)
             except DatabaseUnavailable as exc:
-                # As in the trio store: a connection the server closed while
-                # it sat in the pool (or one left out of step by a
-                # terminated backend) fails on first use. It is dropped,
-                # and so are its idle siblings, which a server restart or a
-                # mass termination broke too; one more try on a fresh
-                # connection cannot run anything twice, since either the
-                # statement was never sent or it only reads.
+                # As in the trio store: the connection is dropped, and so are
+                # its idle siblings, which a server restart or a mass
+                # termination broke too.
                 _terminate(conn)
                 await pool.expire_connections()
-                unsent = isinstance(exc.__cause__, (asyncpg.InterfaceError, asyncpg.InternalClientError))
-                if attempt == 1 and (unsent or name in _READS):
+                if attempt == 1 and may_retry(name, exc):
                     continue
                 raise
             finally:

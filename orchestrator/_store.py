@@ -34,7 +34,7 @@ Row = Mapping[str, Any]
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 #: Statements that only read, safe to run again after a dropped connection.
-_READS = frozenset({"get_job", "get_job_any", "get_jobs", "list_jobs", "next_due", "applied_migrations"})
+READ_STATEMENTS = frozenset({"get_job", "get_job_any", "get_jobs", "list_jobs", "next_due", "applied_migrations"})
 
 #: Notification channels, each prefixed with the schema name.
 JOBS_CHANNEL = "jobs"
@@ -120,6 +120,17 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
         yield exc
 
 
+def may_retry(name: str, exc: DatabaseUnavailable) -> bool:
+    """Whether statement ``name`` may run again on a fresh connection.
+
+    A connection the server closed while it sat in a pool (a restart, a
+    terminated backend) fails on first use. Running the statement once more
+    cannot run anything twice when it was never sent, or when it only reads.
+    """
+    unsent = isinstance(exc.__cause__, (asyncpg.InterfaceError, asyncpg.InternalClientError))
+    return unsent or name in READ_STATEMENTS
+
+
 @contextmanager
 def translated_errors() -> Iterator[None]:
     """Re-raise asyncpg errors (also inside exception groups) as ours."""
@@ -140,7 +151,8 @@ def translated_errors() -> Iterator[None]:
         raise ours from exc
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup shared by both stores: jsonb as Python data."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
@@ -194,7 +206,7 @@ class Store:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         except TimeoutError as exc:
             raise DatabaseUnavailable(f"PostgreSQL did not answer within {self._connect_timeout}s") from exc
-        await self._aio(_init_connection, conn)
+        await self._aio(init_connection, conn)
         self._all.append(conn)
         return conn
 
@@ -230,6 +242,12 @@ class Store:
             self._forget(conn)
         return None
 
+    def _drop_idle(self) -> None:
+        while self._idle:
+            conn = self._idle.pop()
+            self._forget(conn)
+            conn.terminate()
+
     def _forget(self, conn: asyncpg.Connection) -> None:
         if conn in self._all:
             self._all.remove(conn)
@@ -264,13 +282,11 @@ class Store:
                 try:
                     return await self._aio(getattr(conn, method), sql, *args)
                 except DatabaseUnavailable as exc:
-                    # A connection the server closed while it sat in the pool
-                    # fails on first use. One more try on a fresh connection
-                    # cannot run anything twice: either the statement was
-                    # never sent, or it only reads.
+                    # Whatever broke this connection (a restart, a mass
+                    # termination) broke its idle siblings too.
                     conn.terminate()
-                    unsent = isinstance(exc.__cause__, (asyncpg.InterfaceError, asyncpg.InternalClientError))
-                    if attempt == 1 and (unsent or name in _READS):
+                    self._drop_idle()
+                    if attempt == 1 and may_retry(name, exc):
                         continue
                     raise
         raise AssertionError("unreachable")

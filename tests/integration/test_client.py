@@ -474,15 +474,23 @@ async def test_a_client_must_be_open(database_url: str, aio: AsyncioThread) -> N
 
 async def test_connections_the_server_dropped_are_replaced(database_url: str, aio: AsyncioThread) -> None:
     client = Client(database_url, job_types={"double": Size})
-    pooled = (
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+    kill = (
+        "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
         " AND application_name = 'trio-orchestrator-client'"
     )
+
+    async def gone(pids: list[int]) -> bool:
+        return not await fetch(database_url, "SELECT 1 FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids)
+
     async with opened(aio, client):
         job = await aio(client.submit("double", {"w": 1}, owner=ALICE))
-        assert await fetch(database_url, pooled), "the client has no connection to drop"
+        assert await fetch(database_url, kill), "the client has no connection to drop"
+        # A read right away: it may meet the dying connection, and is retried.
         assert (await aio(client.get(job.id, by=ALICE))).id == job.id
-        await fetch(database_url, pooled)
+        killed = [r["pid"] for r in await fetch(database_url, kill)]
+        # A write is not retried once sent (it may have run), so it goes
+        # after the server has closed the old connections.
+        await poll_until(lambda: gone(killed), "the terminated backends did not exit")
         second = await aio(client.submit("double", {"w": 2}, owner=ALICE))
     assert {r["job_id"] for r in await job_rows(database_url)} == {job.id, second.id}
 

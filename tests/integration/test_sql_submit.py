@@ -1,56 +1,27 @@
 """``orchestrator.submit_job(...)``: enqueue from plain SQL, run by a trio worker.
 
 Any language that speaks SQL can hand work to the daemons with one
-statement; the worker validates the payload when it runs the job.
+statement; the worker validates the payload when it runs the job. Every
+statement here runs on a fresh connection with the server's default
+search_path (without the orchestrator's schema), as a foreign client's would.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 import trio
 
 from orchestrator import JobState, Orchestrator
-from orchestrator._store import sole_exception
 from tests.integration.helpers import ALICE, job_rows, make_orchestrator, one_row
 from tests.pg import fetch
 
 #: Positional form: every argument, as a client library would bind them.
 SUBMIT = "SELECT orchestrator.submit_job($1, $2::jsonb, $3, $4, $5, $6, $7, $8, $9) AS job_id"
-
-#: How ``submit_job`` as migrations/0002 defines it fails when called from a
-#: session whose search_path lacks the schema (``job_status`` is unqualified)
-#: and, past that, from its parameters clashing with the columns of its
-#: ON CONFLICT target. Until a migration fixes the function, the tests that
-#: call it are reported as expected failures; once fixed they run as usual.
-#: Delete this (and :func:`known_bug`) after the fix lands, so that a
-#: regression fails instead.
-KNOWN_BUG = (asyncpg.UndefinedTableError, asyncpg.AmbiguousColumnError)
-
-
-@contextmanager
-def known_bug() -> Iterator[None]:
-    """Report the known ``submit_job`` bug as an expected failure."""
-    try:
-        yield
-    except (*KNOWN_BUG, BaseExceptionGroup) as exc:
-        leaf = sole_exception(exc) if isinstance(exc, BaseExceptionGroup) else exc
-        if isinstance(leaf, KNOWN_BUG):
-            pytest.xfail(f"submit_job fails outside its schema's search_path (needs a migration): {leaf!r}")
-        raise
-
-
-async def sql(url: str, statement: str, *args: Any) -> list[asyncpg.Record]:
-    """Run one statement on a fresh connection with the default search_path."""
-    with known_bug():
-        return await fetch(url, statement, *args)
 
 
 async def submit(
@@ -66,7 +37,7 @@ async def submit(
     delay_seconds: float = 0.0,
     unique_key: str | None = None,
 ) -> uuid.UUID:
-    [row] = await sql(
+    [row] = await fetch(
         url, SUBMIT, kind, json.dumps(payload), owner_user_id, owner_org_id,
         queue, priority, max_attempts, delay_seconds, unique_key,
     )  # fmt: skip
@@ -117,9 +88,8 @@ async def test_the_function_sends_the_insert_notification(database_url: str) -> 
         finally:
             await conn.close()
 
-    with known_bug():
-        async with trio_asyncio.open_loop():
-            await trio_asyncio.aio_as_trio(listen_and_submit)()
+    async with trio_asyncio.open_loop():
+        await trio_asyncio.aio_as_trio(listen_and_submit)()
     assert received == [("orchestrator_jobs", "")]
 
 
@@ -143,25 +113,25 @@ async def test_a_unique_key_returns_the_existing_job(database_url: str) -> None:
 
 
 async def test_named_arguments_with_defaults(database_url: str) -> None:
-    [row] = await sql(
+    [row] = await fetch(
         database_url,
         "SELECT orchestrator.submit_job(kind => 'double', payload => '{\"w\": 2}',"
         " owner_user_id => 'a', owner_org_id => 'o') AS job_id",
     )
-    [delayed] = await sql(
+    [delayed] = await fetch(
         database_url,
         "SELECT orchestrator.submit_job(kind => 'double', payload => '{}', owner_user_id => 'a',"
         " owner_org_id => 'o', delay_seconds => 3600, max_attempts => 4, queue => 'slow', priority => -2)"
         " AS job_id",
     )
-    [job] = await sql(database_url, "SELECT * FROM orchestrator.job_status WHERE job_id = $1", row["job_id"])
+    [job] = await fetch(database_url, "SELECT * FROM orchestrator.job_status WHERE job_id = $1", row["job_id"])
     assert (job["kind"], job["queue"], job["priority"], job["max_attempts"], job["attempt"]) == (
         "double", "default", 0, 1, 1,
     )  # fmt: skip
     assert (job["status"], job["owner_user_id"], job["owner_org_id"], job["unique_key"]) == ("queued", "a", "o", None)
     assert json.loads(job["payload"]) == {"w": 2}
     assert job["run_at"] == job["created_at"] and job["started_at"] is None
-    [later] = await sql(database_url, "SELECT * FROM orchestrator.job_status WHERE job_id = $1", delayed["job_id"])
+    [later] = await fetch(database_url, "SELECT * FROM orchestrator.job_status WHERE job_id = $1", delayed["job_id"])
     assert (later["queue"], later["priority"], later["max_attempts"]) == ("slow", -2, 4)
     assert later["run_at"] - later["created_at"] == timedelta(hours=1)
 
