@@ -33,6 +33,7 @@ from ._store import (
     check_schema_name,
     init_connection,
     may_retry,
+    parse_job_ids,
     translated_errors,
 )
 
@@ -313,11 +314,8 @@ class DoneListener:
         # connection closed: after close they are dropped here.
         if self._closed:
             return
-        try:
-            job_id = uuid.UUID(payload)
-        except ValueError:
-            return
-        self._waiters.notify(job_id)
+        for job_id in parse_job_ids(payload):
+            self._waiters.notify(job_id)
 
     async def _run(self) -> None:
         delay, ceiling = 0.05, 5.0

@@ -26,7 +26,15 @@ from ._jobs import Handler, JobDefinition, Registry, RetryPolicy, payload_type
 from ._lifecycle import JobState
 from ._migrations import load_migrations
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
-from ._store import CANCEL_CHANNEL, DONE_CHANNEL, JOBS_CHANNEL, Store, open_store, retry_unavailable
+from ._store import (
+    CANCEL_CHANNEL,
+    DONE_CHANNEL,
+    JOBS_CHANNEL,
+    Store,
+    open_store,
+    parse_job_ids,
+    retry_unavailable,
+)
 from ._waiters import Waiters
 from ._writer import TransitionWriter
 
@@ -264,14 +272,11 @@ class Orchestrator:
             if self._dispatcher is not None:
                 self._dispatcher.wake()
             return
-        try:
-            job_id = uuid.UUID(payload)
-        except ValueError:
-            return
-        if channel == DONE_CHANNEL:
-            self._waiters.notify(job_id)
-        elif channel == CANCEL_CHANNEL and self._dispatcher is not None:
-            self._dispatcher.deliver_cancel(job_id)
+        for job_id in parse_job_ids(payload):
+            if channel == DONE_CHANNEL:
+                self._waiters.notify(job_id)
+            elif channel == CANCEL_CHANNEL and self._dispatcher is not None:
+                self._dispatcher.deliver_cancel(job_id)
 
     def _require_store(self) -> Store:
         if self._store is None:

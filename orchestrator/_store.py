@@ -120,6 +120,17 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
         yield exc
 
 
+def parse_job_ids(payload: str) -> list[uuid.UUID]:
+    """The job ids in a notification payload (comma-separated); bad ones are skipped."""
+    ids = []
+    for part in payload.split(","):
+        try:
+            ids.append(uuid.UUID(part))
+        except ValueError:
+            continue
+    return ids
+
+
 def may_retry(name: str, exc: DatabaseUnavailable) -> bool:
     """Whether statement ``name`` may run again on a fresh connection.
 

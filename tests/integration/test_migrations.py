@@ -82,3 +82,36 @@ async def test_a_custom_schema_holds_every_object(empty_database_url: str) -> No
         empty_database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'jobs_here' ORDER BY tablename"
     )
     assert [t["tablename"] for t in tables] == ["job_status", "nodes", "schema_migrations"]
+
+
+async def test_jobs_ending_in_one_statement_are_announced_in_few_notifications(database_url: str) -> None:
+    import asyncpg
+    import trio_asyncio
+
+    async def scenario() -> list[str]:
+        received: list[str] = []
+        listener = await asyncpg.connect(database_url)
+        writer = await asyncpg.connect(database_url)
+        try:
+            await listener.add_listener("orchestrator_done", lambda *args: received.append(args[3]))
+            await writer.execute(
+                "SELECT orchestrator.submit_job('k', '{}', 'alice', 'acme') FROM generate_series(1, 250)"
+            )
+            # One statement ends all 250 jobs.
+            await writer.execute(
+                "UPDATE orchestrator.job_status SET status = 'cancelled', completed_at = created_at + interval '1 s'"
+            )
+            # A statement that ends nothing announces nothing.
+            await writer.execute("UPDATE orchestrator.job_status SET progress = 0")
+            await listener.execute("SELECT 1")  # delivers what is pending
+            return received
+        finally:
+            await listener.close()
+            await writer.close()
+
+    async with trio_asyncio.open_loop():
+        payloads = await trio_asyncio.aio_as_trio(scenario)()
+    ids = [i for p in payloads for i in p.split(",")]
+    rows = await fetch(database_url, "SELECT job_id::text AS id FROM orchestrator.job_status")
+    assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == 250
+    assert sorted(len(p.split(",")) for p in payloads) == [50, 200]
