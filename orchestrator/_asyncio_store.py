@@ -8,7 +8,7 @@ caller's asyncio loop and never imports trio_asyncio: importing that patches
 asyncio for the whole process, which a host application (FastAPI, aiohttp)
 must not pay for.
 
-:class:`DoneListener` and :class:`Waiters` let waiters sleep until the
+:class:`DoneListener` and :class:`Watch` let waiters sleep until the
 schema's ``done`` notification names their job, with a poll as fallback.
 """
 
@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from ._store import (
     parse_job_ids,
     translated_errors,
 )
+from ._waiters import Waiters
 
 logger = logging.getLogger("orchestrator.client")
 
@@ -241,45 +242,6 @@ class Watch:
         return None if everything or not poked else poked
 
 
-class Waiters:
-    """Watches keyed by job id, poked when that job may have ended.
-
-    A poke is a hint to re-read the row, never the answer itself.
-    """
-
-    def __init__(self) -> None:
-        self._watches: dict[uuid.UUID, set[Watch]] = {}
-
-    @contextlib.contextmanager
-    def watch(self, *job_ids: uuid.UUID) -> Iterator[Watch]:
-        """Register interest in ``job_ids`` for the duration of the block."""
-        watch = Watch()
-        for job_id in job_ids:
-            self._watches.setdefault(job_id, set()).add(watch)
-        try:
-            yield watch
-        finally:
-            for job_id in job_ids:
-                watches = self._watches.get(job_id)
-                if watches is not None:
-                    watches.discard(watch)
-                    if not watches:
-                        del self._watches[job_id]
-
-    def notify(self, job_id: uuid.UUID) -> None:
-        for watch in list(self._watches.get(job_id, ())):
-            watch.poke(job_id)
-
-    def notify_all(self) -> None:
-        """Poke every watch with no job named: each re-reads all it waits for."""
-        for watches in list(self._watches.values()):
-            for watch in list(watches):
-                watch.poke(None)
-
-    def __len__(self) -> int:
-        return len(self._watches)
-
-
 class DoneListener:
     """LISTEN on the schema's ``done`` channel, on a dedicated connection.
 
@@ -289,7 +251,7 @@ class DoneListener:
     a missed notification only delays them.
     """
 
-    def __init__(self, store: AsyncioStore, waiters: Waiters) -> None:
+    def __init__(self, store: AsyncioStore, waiters: Waiters[Watch]) -> None:
         self._store = store
         self._waiters = waiters
         self._task: asyncio.Task[None] | None = None

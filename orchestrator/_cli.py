@@ -194,7 +194,7 @@ def _principal(args: argparse.Namespace) -> Principal:
     if role not in ("member", "admin"):
         raise CliError(f"role {role!r} must be 'member' or 'admin' (from --role or {ROLE_ENV})", EXIT_USAGE)
     try:
-        return Principal(user_id=user, org_id=org, role=role)
+        return Principal.model_validate({"user_id": user, "org_id": org, "role": role})
     except ValidationError as exc:
         raise CliError(validation_message(exc, "bad principal"), EXIT_USAGE) from None
 

@@ -35,7 +35,7 @@ from ._store import (
     parse_job_ids,
     retry_unavailable,
 )
-from ._waiters import Waiters
+from ._waiters import trio_waiters
 from ._writer import TransitionWriter
 
 logger = logging.getLogger("orchestrator")
@@ -101,7 +101,7 @@ class Orchestrator:
         self._store: Store | None = None
         self._dispatcher: Dispatcher | None = None
         self._writer: TransitionWriter | None = None
-        self._waiters = Waiters()
+        self._waiters = trio_waiters()
         self._hurried = False
 
     # -- registration --------------------------------------------------------

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Self
 from pydantic import TypeAdapter
 
 from . import _operations as operations
-from ._asyncio_store import AsyncioStore, DoneListener, Waiters
+from ._asyncio_store import AsyncioStore, DoneListener, Watch
+from ._waiters import Waiters
 from ._errors import DatabaseUnavailable, OrchestratorError, UnknownJobKind
 from ._lifecycle import JobState
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
@@ -153,7 +154,7 @@ class Client:
         self._kinds: dict[str, _KindSpec] | None = (
             {kind: _KindSpec(_as_adapter(t)) for kind, t in job_types.items()} if job_types is not None else None
         )
-        self._waiters = Waiters()
+        self._waiters: Waiters[Watch] = Waiters(Watch)
         self._listener: DoneListener | None = None
         self._state = "new"
 
