@@ -36,7 +36,7 @@ from ._store import (
     parse_job_ids,
     translated_errors,
 )
-from ._waiters import Waiters
+from ._waiters import Hints, Waiters
 
 logger = logging.getLogger("orchestrator.client")
 
@@ -201,23 +201,17 @@ class AsyncioStore:
         return await self.fetchrow("request_cancel", job_id, by) is not None
 
 
-class Watch:
-    """Interest in some jobs; :meth:`wait_changed` returns on each hint.
+class Watch(Hints):
+    """Interest in some jobs, on asyncio; :meth:`wait_changed` returns on each hint.
 
     The asyncio twin of :class:`orchestrator._waiters.Watch`.
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._event = asyncio.Event()
-        self._poked: set[uuid.UUID] = set()
-        self._everything = False
 
-    def poke(self, job_id: uuid.UUID | None) -> None:
-        """Hint that ``job_id`` may have ended (``None``: any of them may have)."""
-        if job_id is None:
-            self._everything = True
-        else:
-            self._poked.add(job_id)
+    def _wake(self) -> None:
         self._event.set()
 
     async def wait_changed(self, timeout: float) -> set[uuid.UUID] | None:
@@ -237,9 +231,7 @@ class Watch:
             # arrive before the caller reads.
             await asyncio.sleep(0)
         self._event.clear()
-        poked, self._poked = self._poked, set()
-        everything, self._everything = self._everything, False
-        return None if everything or not poked else poked
+        return self._take()
 
 
 class DoneListener:

@@ -17,11 +17,11 @@ class Pokeable(Protocol):
 W = TypeVar("W", bound=Pokeable)
 
 
-class Watch:
-    """Interest in some jobs; :meth:`wait_changed` returns on each hint."""
+class Hints:
+    """The job ids hinted at since a waiter last looked: the part of a watch
+    that does not depend on the event loop."""
 
     def __init__(self) -> None:
-        self._event = trio.Event()
         self._poked: set[uuid.UUID] = set()
         self._everything = False
 
@@ -31,6 +31,26 @@ class Watch:
             self._everything = True
         else:
             self._poked.add(job_id)
+        self._wake()
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def _take(self) -> set[uuid.UUID] | None:
+        """The ids hinted at, or ``None`` when everything must be re-read."""
+        poked, self._poked = self._poked, set()
+        everything, self._everything = self._everything, False
+        return None if everything or not poked else poked
+
+
+class Watch(Hints):
+    """Interest in some jobs, on trio; :meth:`wait_changed` returns on each hint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._event = trio.Event()
+
+    def _wake(self) -> None:
         self._event.set()
 
     async def wait_changed(self, timeout: float) -> set[uuid.UUID] | None:
@@ -53,11 +73,6 @@ class Watch:
         self._event = trio.Event()
         more = self._take()
         return None if more is None else poked | more
-
-    def _take(self) -> set[uuid.UUID] | None:
-        poked, self._poked = self._poked, set()
-        everything, self._everything = self._everything, False
-        return None if everything or not poked else poked
 
 
 class Waiters(Generic[W]):
