@@ -177,6 +177,7 @@ class Orchestrator:
         """
         if self._store is not None:
             raise RuntimeError("this orchestrator is already running")
+        self._hurried = False
         dsn = await self.resolve_database_url()
         async with open_store(dsn, schema=self.schema, size=self.pool_size) as store:
             if migrate:
