@@ -10,6 +10,7 @@ cancel requests it may have missed.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import uuid
@@ -71,6 +72,8 @@ class Dispatcher:
         poll_interval: seconds between claims when no notification comes.
         lease_seconds: how long a claim holds without a heartbeat.
         on_job_exit: called when a job leaves this node (ended or requeued).
+        claim_window: seconds a freed slot may wait for others to free, so
+            that one claim fills several.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class Dispatcher:
         lease_seconds: float,
         clock: Clock,
         on_job_exit: Callable[[uuid.UUID, JobState], None],
+        claim_window: float = 0.05,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -102,6 +106,7 @@ class Dispatcher:
         self._queue_limits = dict(queue_limits)
         self._poll_interval = poll_interval
         self._lease_seconds = lease_seconds
+        self._coalesce = claim_window
         self._clock = clock
         self._on_job_exit = on_job_exit
         self._running: dict[uuid.UUID, _Running] = {}
@@ -193,10 +198,14 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         kinds = self._registry.kinds
-        # Claiming for every slot that frees costs a statement per job; wait
-        # until a fifth of the slots are free (or none is busy), so one
-        # statement claims several jobs. The poll tick claims regardless.
+        # Claiming for every slot that frees costs a statement per job. A
+        # claim waits until a fifth of the slots are free (or none is busy),
+        # so one statement claims several jobs, but never longer than the
+        # coalescing window after the previous claim: a slot freed among
+        # long-running jobs is filled within that window, not at the poll.
         batch = max(1, self._concurrency // 5)
+        window = min(self._coalesce, self._poll_interval)
+        last_claim = -math.inf
         ticked = True
         while True:
             # A wake-up that arrives while claiming must not be lost, so the
@@ -205,7 +214,9 @@ class Dispatcher:
             slots = self._slots()
             free = sum(slots.values())
             wait = self._poll_interval
-            if free >= batch or (free > 0 and (ticked or not self._running)):
+            overdue = trio.current_time() - last_claim >= window
+            if free >= batch or (free > 0 and (ticked or overdue or not self._running)):
+                last_claim = trio.current_time()
                 try:
                     rows = await self._store.claim(
                         kinds=kinds, slots=slots, node=self.node_id, lease_seconds=self._lease_seconds
@@ -222,6 +233,8 @@ class Dispatcher:
                     continue
                 if not rows:
                     wait = await self._until_next_due(kinds, list(self._queue_limits))
+            elif free > 0:
+                wait = max(0.0, last_claim + window - trio.current_time())
             ticked = False
             with trio.move_on_after(wait) as waited:
                 await self._wakeup.wait()

@@ -161,3 +161,33 @@ async def test_wait_gives_up_after_its_timeout_with_a_timeout_error(database_url
         job = await orch.submit("never", {"w": 1}, owner=ALICE)
         with pytest.raises(TimeoutError, match="1 of 1 jobs still not finished after 0.2s"):
             await orch.wait(job.id, by=ALICE, timeout=0.2)
+
+
+async def test_a_slot_freed_among_long_jobs_is_refilled_without_waiting_for_the_poll(database_url: str) -> None:
+    # Ten slots, nine held by long jobs: the tenth frees alone, fewer than
+    # the fifth of the slots a claim waits for. It must still be refilled
+    # well before the (long) poll interval.
+    orch = Orchestrator(database_url, concurrency=10, poll_interval=60.0)
+    release = trio.Event()
+    holding = 0
+
+    @orch.job("long")
+    async def long(ctx: JobContext, payload: Size) -> None:
+        nonlocal holding
+        holding += 1
+        await release.wait()
+
+    @orch.job("short")
+    async def short(ctx: JobContext, payload: Size) -> None:
+        return None
+
+    async with orch.running(work=False):
+        longs = await orch.submit_many("long", [{"w": i} for i in range(9)], owner=ALICE, priority=10)
+        shorts = await orch.submit_many("short", [{"w": i} for i in range(3)], owner=ALICE)
+    async with orch.running():
+        with trio.fail_after(20):
+            finals = await orch.wait_many([s.id for s in shorts], by=ALICE)
+        assert holding == 9
+        release.set()
+        await orch.wait_many([j.id for j in longs], by=ALICE)
+    assert {f.state for f in finals} == {JobState.COMPLETED}
