@@ -6,6 +6,7 @@ stamped monotonic per job. See DESIGN.md for the guarantees.
 """
 
 from ._errors import DatabaseUnavailable as DatabaseUnavailable
+from ._errors import InvalidInput as InvalidInput
 from ._errors import InvalidJobId as InvalidJobId
 from ._errors import JobNotFound as JobNotFound
 from ._errors import MigrationError as MigrationError

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 
+def quote_prefix(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to about ``limit`` characters, for error messages.
+
+    An error must say which value was refused without repeating a huge one
+    back whole.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
 class OrchestratorError(Exception):
     """Base of every error this package raises on purpose."""
 
@@ -19,8 +31,29 @@ class UnknownJobKind(OrchestratorError, LookupError):
     """No handler is registered for this kind of job; nothing was written."""
 
 
-class InvalidJobId(OrchestratorError, ValueError):
+class InvalidInput(OrchestratorError, ValueError):
+    """A value given to the orchestrator is not allowed; nothing was written.
+
+    Every entry point (the library, the asyncio client, the command line,
+    HTTP) refuses bad values with this error, through one validation boundary.
+
+    Attributes:
+        field: the name of the offending field (``"payload.items[3]"``,
+            ``"delay"``, ``"kind"``...).
+        reason: what is allowed, in words.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class InvalidJobId(InvalidInput):
     """A job id that is not a UUID."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("job_id", reason)
 
 
 class DatabaseUnavailable(OrchestratorError, ConnectionError):

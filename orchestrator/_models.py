@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._errors import InvalidJobId
+from ._errors import InvalidJobId, quote_prefix
 from ._lifecycle import JobState, Snapshot
 
 
@@ -126,4 +126,4 @@ def parse_job_id(job_id: uuid.UUID | str) -> uuid.UUID:
     try:
         return uuid.UUID(str(job_id))
     except ValueError:
-        raise InvalidJobId(f"job id {job_id!r} is not a UUID") from None
+        raise InvalidJobId(f"not a UUID: {quote_prefix(job_id)}") from None
