@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
-from ._errors import UnknownJobKind
+from ._errors import UnknownJobKind, quote_prefix
 from ._models import JobRecord
 
 
@@ -88,10 +88,6 @@ class JobDefinition:
         """
         return self.payload.validate_python(payload)
 
-    def to_json(self, payload: Any) -> Any:
-        """A validated payload as JSON-ready data, for the database."""
-        return self.payload.dump_python(self.validate(payload), mode="json")
-
 
 def payload_type(handler: Handler) -> Any:
     """The annotation of the handler's second parameter (``Any`` if none)."""
@@ -108,6 +104,14 @@ def payload_type(handler: Handler) -> Any:
         namespace = getattr(inspect.unwrap(target), "__globals__", {})
         annotation = typing.ForwardRef(annotation)._evaluate(namespace, None, recursive_guard=frozenset())
     return annotation
+
+
+def known_kinds(kinds: list[str], shown: int = 20) -> str:
+    """The registered kinds for an error message: the first ``shown`` of them."""
+    if not kinds:
+        return "none"
+    more = f", and {len(kinds) - shown} more" if len(kinds) > shown else ""
+    return ", ".join(kinds[:shown]) + more
 
 
 class Registry:
@@ -129,9 +133,8 @@ class Registry:
         """
         try:
             return self._definitions[kind]
-        except KeyError:
-            known = ", ".join(sorted(self._definitions)) or "none"
-            raise UnknownJobKind(f"unknown job kind {kind!r} (registered: {known})") from None
+        except (KeyError, TypeError):
+            raise UnknownJobKind(f"unknown job kind {quote_prefix(kind)} (registered: {known_kinds(self.kinds)})") from None
 
     @property
     def kinds(self) -> list[str]:

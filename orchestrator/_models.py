@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from ._errors import InvalidJobId, quote_prefix
 from ._lifecycle import JobState, Snapshot
+from ._validation import check_name
 
 
 class Principal(BaseModel):
@@ -22,9 +23,16 @@ class Principal(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    user_id: str = Field(min_length=1)
-    org_id: str = Field(min_length=1)
+    user_id: str
+    org_id: str
     role: Literal["member", "admin"] = "member"
+
+    @field_validator("user_id", "org_id", mode="before")
+    @classmethod
+    def _check_id(cls, value: Any, info: ValidationInfo) -> str:
+        # The same rules as a job's kind and queue: owners are stored, and
+        # an owner no principal could ever match would own an unreachable job.
+        return check_name(info.field_name or "id", value)
 
     @property
     def is_admin(self) -> bool:

@@ -7,16 +7,24 @@ them) instead of each keeping its own copy of the rules.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from ._auth import authorize_cancel, visible_row
-from ._errors import OrchestratorError
+from pydantic import TypeAdapter
+
+from ._errors import InvalidInput, OrchestratorError, quote_prefix
 from ._lifecycle import Applied, Cancel, JobState, transition
 from ._models import CancelOutcome, JobRecord, Principal
+from ._validation import (
+    PayloadLimits,
+    check_list_limit,
+    check_optional_name,
+    check_submission,
+    encode_payload,
+)
 
 Row = Mapping[str, Any]
 
@@ -57,55 +65,80 @@ class JobStore(Protocol):
     async def request_cancel(self, job_id: uuid.UUID, *, by: str) -> bool: ...
 
 
-def check_submit_options(owner: Any, delay: float, max_attempts: int) -> None:
-    """Validate what ``submit`` takes besides the payload.
+def check_owner(owner: Any) -> Principal:
+    """The owner of new jobs: a :class:`Principal`.
 
     Raises:
-        TypeError, ValueError: naming the bad option.
+        InvalidInput: naming ``owner``.
     """
     if not isinstance(owner, Principal):
-        raise TypeError(f"owner must be a Principal, got {type(owner).__name__}")
-    if not (math.isfinite(delay) and delay >= 0):
-        raise ValueError(f"delay must be a non-negative number of seconds, got {delay}")
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        raise InvalidInput("owner", f"must be a Principal, got {type(owner).__name__}")
+    return owner
 
 
 async def submit_jobs(
     store: JobStore,
     *,
     kind: str,
-    payloads: Sequence[Any],
+    payload_type: TypeAdapter[Any],
+    payloads: Iterable[Any],
     owner: Principal,
     queue: str,
     priority: int,
     max_attempts: int,
     delay: float,
     unique_keys: Sequence[str | None] | None = None,
+    limits: PayloadLimits = PayloadLimits(),
+    single: bool = False,
 ) -> list[JobRecord]:
-    """Insert already validated payloads; one record per payload, in order.
+    """Check a submission at the boundary, then insert it in one statement.
 
-    A payload with a ``unique_key`` that matches a queued or active job of
-    the same kind in the same organisation yields that job instead of a
-    new one.
+    Every option and payload is checked before anything is written: one bad
+    value refuses the whole batch. One record per payload, in order; a
+    payload with a ``unique_key`` that matches a queued or active job of
+    the same kind in the same organisation yields that job instead of a new
+    one.
+
+    Args:
+        single: name a bad payload ``payload`` (for ``submit``) rather than
+            ``payloads[i]``.
+
+    Raises:
+        InvalidInput: naming the bad option or payload field.
+        pydantic.ValidationError: a payload does not fit ``payload_type``.
     """
-    check_submit_options(owner, delay, max_attempts)
-    keys = list(unique_keys) if unique_keys is not None else [None] * len(payloads)
-    if len(keys) != len(payloads):
-        raise ValueError(f"{len(keys)} unique keys for {len(payloads)} payloads")
-    if not payloads:
-        return []
-    job_ids = [uuid.uuid4() for _ in payloads]
-    rows = await store.submit(
+    owner = check_owner(owner)
+    try:
+        given = list(payloads)
+    except TypeError:
+        raise InvalidInput("payloads", f"must be an iterable of payloads, got {type(payloads).__name__}") from None
+    options = check_submission(
         kind=kind,
         queue=queue,
-        owner_user_id=owner.user_id,
-        owner_org_id=owner.org_id,
         priority=priority,
         max_attempts=max_attempts,
         delay=delay,
+        unique_keys=unique_keys,
+        count=len(given),
+    )
+    data = [
+        encode_payload(payload_type, p, limits, field="payload" if single else f"payloads[{i}]")
+        for i, p in enumerate(given)
+    ]
+    if not data:
+        return []
+    job_ids = [uuid.uuid4() for _ in data]
+    keys = options.unique_keys
+    rows = await store.submit(
+        kind=options.kind,
+        queue=options.queue,
+        owner_user_id=owner.user_id,
+        owner_org_id=owner.org_id,
+        priority=options.priority,
+        max_attempts=options.max_attempts,
+        delay=options.delay,
         job_ids=job_ids,
-        payloads=list(payloads),
+        payloads=data,
         unique_keys=keys,
     )
     by_id = {r["job_id"]: r for r in rows}
@@ -114,7 +147,7 @@ async def submit_jobs(
     for job_id, key in zip(job_ids, keys):
         row = by_id.get(job_id) or (by_key.get(key) if key is not None else None)
         if row is None:
-            raise OrchestratorError(f"job with unique key {key!r} was neither inserted nor found; submit again")
+            raise OrchestratorError(f"job with unique key {quote_prefix(key)} was neither inserted nor found; submit again")
         records.append(JobRecord.from_row(row))
     return records
 
@@ -135,8 +168,15 @@ async def list_jobs(
     limit: int = 100,
 ) -> list[JobRecord]:
     """Jobs of ``by``'s organisation, newest first, filtered."""
-    status = JobState(state).value if state is not None else None
-    rows = await store.list_jobs(by.org_id, status=status, kind=kind, queue=queue, owner=owner, limit=limit)
+    status = check_state(state).value if state is not None else None
+    rows = await store.list_jobs(
+        by.org_id,
+        status=status,
+        kind=check_optional_name("kind", kind),
+        queue=check_optional_name("queue", queue),
+        owner=check_optional_name("owner", owner),
+        limit=check_list_limit(limit),
+    )
     return [JobRecord.from_row(r) for r in rows]
 
 
@@ -197,6 +237,19 @@ async def cancel_job(
                 return CancelOutcome(job_id=job_id, cancelled=True, state=final.state)
             return refused(final)
     raise OrchestratorError(f"job {job_id} kept changing state; cancel gave up after {CANCEL_ROUNDS} rounds")
+
+
+def check_state(state: JobState | str) -> JobState:
+    """A state filter.
+
+    Raises:
+        InvalidInput: naming ``state`` and the states there are.
+    """
+    try:
+        return JobState(state)
+    except ValueError:
+        allowed = ", ".join(s.value for s in JobState)
+        raise InvalidInput("state", f"must be one of {allowed}, got {quote_prefix(state)}") from None
 
 
 def refused(record: JobRecord) -> CancelOutcome:

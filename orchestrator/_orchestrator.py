@@ -21,7 +21,7 @@ from actors import open_supervisor
 
 from . import _operations as operations
 from ._dispatcher import Dispatcher
-from ._errors import DatabaseUnavailable, OrchestratorError
+from ._errors import DatabaseUnavailable, InvalidInput, OrchestratorError
 from ._jobs import Handler, JobDefinition, Registry, RetryPolicy, payload_type
 from ._lifecycle import JobState
 from ._migrations import load_migrations
@@ -34,6 +34,17 @@ from ._store import (
     open_store,
     parse_job_ids,
     retry_unavailable,
+)
+from ._validation import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_PAYLOAD_DEPTH,
+    MAX_DELAY_SECONDS,
+    PayloadLimits,
+    check_max_attempts,
+    check_name,
+    check_priority,
+    check_seconds,
+    check_timeout,
 )
 from ._waiters import trio_waiters
 from ._writer import TransitionWriter
@@ -71,6 +82,11 @@ class Orchestrator:
         shutdown_grace: seconds running jobs get to finish when the worker
             stops; jobs still running then go back to the queue.
         clock: wall clock for lifecycle timestamps (tests inject skewed ones).
+        max_payload_bytes: the largest payload ``submit`` accepts, as JSON.
+        max_payload_depth: the deepest nesting of a payload ``submit`` accepts.
+
+    Raises:
+        InvalidInput: a setting is out of its range.
     """
 
     def __init__(
@@ -86,7 +102,10 @@ class Orchestrator:
         pool_size: int = 4,
         shutdown_grace: float = 0.0,
         clock: Callable[[], datetime] = utc_now,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH,
     ) -> None:
+        self.payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
         self.database_url = database_url
         self.schema = schema
         self.concurrency = concurrency
@@ -129,10 +148,15 @@ class Orchestrator:
             retry_backoff: the first retry's delay; each next one doubles,
                 up to ``retry_backoff_max``, with jitter.
         """
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
+        kind = check_name("kind", kind)
+        queue = check_name("queue", queue)
+        max_attempts = check_max_attempts(max_attempts)
+        timeout = check_timeout(timeout)
+        priority = check_priority(priority)
+        retry_backoff = check_seconds("retry_backoff", retry_backoff, high=MAX_DELAY_SECONDS, allow_zero=False)
+        retry_backoff_max = check_seconds("retry_backoff_max", retry_backoff_max, high=MAX_DELAY_SECONDS)
+        if retry_backoff_max < retry_backoff:
+            raise InvalidInput("retry_backoff_max", f"must be at least retry_backoff ({retry_backoff}s)")
 
         def register(handler: H) -> H:
             self.registry.add(
@@ -307,6 +331,13 @@ class Orchestrator:
 
         Raises:
             UnknownJobKind: no handler is registered for ``kind``.
+            InvalidInput: a value is not allowed: the payload holds what JSON
+                cannot (NaN, NUL, lone surrogates, non-JSON types when the
+                handler takes ``Any``), nests too deep or is too large; the
+                delay is not from 0 to 100 years; the priority is not an
+                integer in PostgreSQL's range; queue or unique key is empty,
+                too long or holds control characters. The error names the
+                field. Nothing is written.
             pydantic.ValidationError: the payload does not fit the handler's
                 type; the error names the field. Nothing is written.
         """
@@ -319,6 +350,7 @@ class Orchestrator:
             max_attempts=max_attempts,
             queue=queue,
             unique_keys=[unique_key],
+            single=True,
         )
         return job
 
@@ -333,25 +365,34 @@ class Orchestrator:
         max_attempts: int | None = None,
         queue: str | None = None,
         unique_keys: Sequence[str | None] | None = None,
+        single: bool = False,
     ) -> builtins.list[JobRecord]:
         """Queue many jobs of one kind in one statement.
 
         Every payload is validated before anything is written: one bad
         payload rejects the whole batch.
+
+        Raises:
+            UnknownJobKind: no handler is registered for ``kind``.
+            InvalidInput: an option or a payload is not allowed (see
+                :meth:`submit`); the error names it.
+            pydantic.ValidationError: a payload does not fit the handler's type.
         """
         store = self._require_store()
-        definition = self.registry.get(kind)
-        data = [definition.to_json(p) for p in payloads]
+        definition = self.registry.get(check_name("kind", kind))
         return await operations.submit_jobs(
             store,
             kind=kind,
-            payloads=data,
+            payload_type=definition.payload,
+            payloads=payloads,
             owner=owner,
-            queue=queue or definition.queue,
+            queue=definition.queue if queue is None else queue,
             priority=definition.priority if priority is None else priority,
             max_attempts=definition.max_attempts if max_attempts is None else max_attempts,
             delay=delay,
             unique_keys=unique_keys,
+            limits=self.payload_limits,
+            single=single,
         )
 
     # -- reading -----------------------------------------------------------

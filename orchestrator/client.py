@@ -37,11 +37,13 @@ from pydantic import TypeAdapter
 
 from . import _operations as operations
 from ._asyncio_store import AsyncioStore, DoneListener, Watch
-from ._waiters import Waiters
-from ._errors import DatabaseUnavailable, OrchestratorError, UnknownJobKind
+from ._errors import DatabaseUnavailable, OrchestratorError, UnknownJobKind, quote_prefix
+from ._jobs import known_kinds
 from ._lifecycle import JobState
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
 from ._orchestrator import DATABASE_URL_ENV, NotRunning
+from ._validation import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_PAYLOAD_DEPTH, PayloadLimits, check_name
+from ._waiters import Waiters
 
 if TYPE_CHECKING:
     from ._orchestrator import Orchestrator
@@ -67,10 +69,6 @@ class _KindSpec:
     queue: str = "default"
     priority: int = 0
     max_attempts: int = 1
-
-    def to_json(self, payload: Any) -> Any:
-        # As JobDefinition.to_json: validate, then dump as JSON-ready data.
-        return self.payload.dump_python(self.payload.validate_python(payload), mode="json")
 
 
 _ANY_PAYLOAD = _KindSpec(TypeAdapter(Any))
@@ -122,6 +120,7 @@ class Client:
         poll_interval: seconds between re-reads of jobs being waited for,
             in case a notification was missed.
         connect_timeout: seconds to wait for a new connection.
+        max_payload_bytes, max_payload_depth: as for the orchestrator.
 
     Raises:
         MissingDatabaseUrl: neither ``database_url`` nor the environment names
@@ -138,7 +137,10 @@ class Client:
         job_types: Mapping[str, Any] | None = None,
         poll_interval: float = 1.0,
         connect_timeout: float = 10.0,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH,
     ) -> None:
+        self._payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
         url = database_url or os.environ.get(DATABASE_URL_ENV)
         if not url:
             raise MissingDatabaseUrl(
@@ -189,6 +191,8 @@ class Client:
             poll_interval=orch.poll_interval if poll_interval is None else poll_interval,
             connect_timeout=connect_timeout,
             job_types={},
+            max_payload_bytes=orch.payload_limits.max_bytes,
+            max_payload_depth=orch.payload_limits.max_depth,
         )
         definitions = [orch.registry.get(kind) for kind in orch.registry.kinds]
         client._kinds = {
@@ -272,8 +276,7 @@ class Client:
         try:
             return self._kinds[kind]
         except KeyError:
-            known = ", ".join(sorted(self._kinds)) or "none"
-            raise UnknownJobKind(f"unknown job kind {kind!r} (registered: {known})") from None
+            raise UnknownJobKind(f"unknown job kind {quote_prefix(kind)} (registered: {known_kinds(sorted(self._kinds))})") from None
 
     # -- producing ---------------------------------------------------------
 
@@ -315,6 +318,7 @@ class Client:
             max_attempts=max_attempts,
             queue=queue,
             unique_keys=[unique_key],
+            single=True,
         )
         return job
 
@@ -329,6 +333,7 @@ class Client:
         max_attempts: int | None = None,
         queue: str | None = None,
         unique_keys: Sequence[str | None] | None = None,
+        single: bool = False,
     ) -> builtins.list[JobRecord]:
         """Queue many jobs of one kind in one statement.
 
@@ -337,18 +342,20 @@ class Client:
         for :meth:`submit`, with one unique key (or ``None``) per payload.
         """
         store = self._require_store()
-        spec = self._spec(kind)
-        data = [spec.to_json(p) for p in payloads]
+        spec = self._spec(check_name("kind", kind))
         return await operations.submit_jobs(
             store,
             kind=kind,
-            payloads=data,
+            payload_type=spec.payload,
+            payloads=payloads,
             owner=owner,
-            queue=queue or spec.queue,
+            queue=spec.queue if queue is None else queue,
             priority=spec.priority if priority is None else priority,
             max_attempts=spec.max_attempts if max_attempts is None else max_attempts,
             delay=delay,
             unique_keys=unique_keys,
+            limits=self._payload_limits,
+            single=single,
         )
 
     # -- reading -----------------------------------------------------------

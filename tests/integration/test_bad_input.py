@@ -9,6 +9,7 @@ import trio
 from pydantic import ValidationError
 
 from orchestrator import (
+    InvalidInput,
     DatabaseUnavailable,
     InvalidJobId,
     JobNotFound,
@@ -76,7 +77,7 @@ async def test_bad_submit_options_are_named(database_url: str) -> None:
             await orch.submit("double", {"w": 1}, owner=ALICE, delay=-1)
         with pytest.raises(ValueError, match="max_attempts"):
             await orch.submit("double", {"w": 1}, owner=ALICE, max_attempts=0)
-        with pytest.raises(TypeError, match="Principal"):
+        with pytest.raises(InvalidInput, match="owner: must be a Principal"):
             await orch.submit("double", {"w": 1}, owner="alice")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         Principal(user_id="", org_id="acme")
