@@ -16,23 +16,28 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import trio
 
 from actors import ActorDead, ActorRef, MailboxFull, Restart, Supervisor
 
-from ._errors import DatabaseUnavailable, OrchestratorError
+from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
 from ._job_actor import CancelRequested, JobActor, JobMessage, LeaseLost, ReleaseJob
 from ._jobs import Registry
 from ._lifecycle import JobState
 from ._models import JobRecord
-from ._store import Store
+from ._validation import UndecodableJSON
+from ._store import Row, Store, retry_unavailable
 from ._writer import TransitionWriter
 
 logger = logging.getLogger("orchestrator.dispatcher")
 
 Clock = Callable[[], datetime]
+
+#: Malformed rows can only predate migration 0004 (its CHECK refuses new
+#: ones), so the search for them runs at start and then only now and then.
+QUARANTINE_EVERY_BEATS = 30
 
 
 @dataclass(slots=True)
@@ -119,6 +124,8 @@ class Dispatcher:
         self.claimed = 0
         self.claims = 0
         self.rescued = 0
+        self.quarantined = 0
+        self._reported: set[str] = set()
 
     @property
     def running(self) -> int:
@@ -145,6 +152,7 @@ class Dispatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Claim and run jobs until drained (see :meth:`drain`) or cancelled."""
         await self._store.register_node(self.node_id, socket.gethostname(), os.getpid())
+        self.quarantined += await self.quarantine()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._heartbeat)
@@ -224,10 +232,14 @@ class Dispatcher:
                 except DatabaseUnavailable as exc:
                     logger.warning("claim failed, database unavailable: %s", exc)
                     rows = []
+                except StoreError as exc:
+                    # No statement's failure may stop the worker: wait for
+                    # the poll and claim again.
+                    self._log_store_error("claiming", exc)
+                    rows = []
                 self.claimed += len(rows)
                 self.claims += 1
-                for row in rows:
-                    await self._spawn(JobRecord.from_row(row), row["lease_token"])
+                await self._start_claimed(rows)
                 if len(rows) == free:
                     ticked = False
                     continue
@@ -245,10 +257,63 @@ class Dispatcher:
             due = await self._store.next_due(kinds=kinds, queues=queues)
         except DatabaseUnavailable:
             return self._poll_interval
+        except StoreError as exc:
+            self._log_store_error("finding the next due job", exc)
+            return self._poll_interval
         if due is None:
             return self._poll_interval
-        until = (due - datetime.now(timezone.utc)).total_seconds()
-        return max(0.0, min(self._poll_interval, until))
+        return max(0.0, min(self._poll_interval, due))
+
+    async def _start_claimed(self, rows: list[Row]) -> None:
+        """Start an actor for each claimed row; fail the rows that cannot run.
+
+        A row this node cannot decode into a job, or start an actor for, is
+        failed with the reason (guarded by its lease token) instead of
+        stopping the dispatcher, so one bad row never stops everyone's work.
+        """
+        unusable: list[tuple[uuid.UUID, int, str]] = []
+        for row in rows:
+            try:
+                job = JobRecord.from_row(row)
+                if isinstance(job.payload, UndecodableJSON):
+                    raise ValueError(f"payload cannot be decoded ({job.payload.reason})")
+                await self._spawn(job, row["lease_token"])
+            except Exception as exc:
+                reason = f"this job cannot be run: {type(exc).__name__}: {str(exc)[:300]}"
+                logger.error("job %s: %s; failing it", row["job_id"], reason)
+                unusable.append((row["job_id"], row["lease_token"], reason))
+        if unusable:
+            try:
+                await retry_unavailable("failing unusable jobs", self._store.fail_unusable, unusable)
+            except StoreError as exc:
+                # Left leased: the rescuer deals with them when the lease ends.
+                self._log_store_error("failing unusable jobs", exc)
+
+    async def quarantine(self, batch: int = 1000) -> int:
+        """Fail every live job that breaks the row rules (see migration 0004).
+
+        Returns:
+            How many jobs were failed.
+        """
+        failed = 0
+        while True:
+            try:
+                rows = await self._store.quarantine_malformed(batch)
+            except (DatabaseUnavailable, StoreError) as exc:
+                self._log_store_error("failing malformed jobs", exc)
+                return failed
+            for row in rows:
+                logger.error("job %s is malformed and was failed: %s", row["job_id"], row["problem"])
+            failed += len(rows)
+            if len(rows) < batch:
+                return failed
+
+    def _log_store_error(self, what: str, exc: OrchestratorError) -> None:
+        # Said once per kind of failure, not on every poll.
+        key = f"{what}: {exc}"
+        if key not in self._reported:
+            self._reported.add(key)
+            logger.error("%s failed: %s (the worker keeps serving)", what, exc)
 
     async def _spawn(self, job: JobRecord, token: int) -> None:
         definition = self._registry.get(job.kind)
@@ -272,9 +337,13 @@ class Dispatcher:
 
     async def _heartbeat(self) -> None:
         interval = self._lease_seconds / 3
+        beats = 0
         while True:
+            beats += 1
             try:
                 await self._beat()
+                if beats % QUARANTINE_EVERY_BEATS == 0:
+                    self.quarantined += await self.quarantine()
             except OrchestratorError as exc:
                 # A missed beat costs nothing while the lease lasts; the next
                 # one renews everything still held.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,9 +37,11 @@ from ._lifecycle import (
     Succeed,
     transition,
 )
+from ._errors import InvalidInput, StoreError
 from ._jobs import JobContext, JobDefinition
 from ._models import JobRecord
 from ._store import Store, TransitionRow, retry_unavailable
+from ._validation import PayloadLimits, check_json
 from ._writer import TransitionWriter
 
 logger = logging.getLogger("orchestrator.job")
@@ -100,9 +103,30 @@ class Outcome:
     reason: str | None = None
 
 
+#: The longest error message stored for a failed attempt.
+MAX_ERROR_MESSAGE = 2000
+
+#: What a handler may return: JSON data, at most this large and deep.
+RESULT_LIMITS = PayloadLimits(max_bytes=16 * 1024 * 1024, max_depth=256)
+
+
 def describe_error(exc: BaseException) -> dict[str, Any]:
-    """A JSON-ready description of a handler's exception."""
-    return {"type": type(exc).__name__, "message": str(exc)}
+    """A JSON-ready description of a handler's exception.
+
+    The message is cut to :data:`MAX_ERROR_MESSAGE` characters and cleared of
+    what JSONB cannot hold (NUL, lone surrogates), so that storing why a job
+    failed can never fail itself.
+    """
+    return {"type": type(exc).__name__, "message": storable_text(str(exc), MAX_ERROR_MESSAGE)}
+
+
+def storable_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, NUL and lone surrogates replaced."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return _UNSTORABLE.sub("\ufffd", cut)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class JobActor(Actor[JobMessage]):
@@ -139,6 +163,7 @@ class JobActor(Actor[JobMessage]):
         self._snapshot: Snapshot = job.snapshot()
         self._handler_scope: trio.CancelScope | None = None
         self._finished = False
+        self._write_refused = False
 
     @property
     def state(self) -> JobState:
@@ -190,10 +215,28 @@ class JobActor(Actor[JobMessage]):
         decision = transition(self._snapshot, event)
         if isinstance(decision, Rejected):
             return Outcome(False, decision.state, decision.reason)
-        applied = await self._writer.write(self._row(decision))
+        try:
+            applied = await self._writer.write(self._row(decision))
+        except StoreError as exc:
+            return await self._unwritable(decision, exc)
         if applied:
             return self._moved(decision.after)
         return await self._reconcile(decision)
+
+    async def _unwritable(self, decision: Applied, exc: StoreError) -> Outcome:
+        """PostgreSQL refused this job's write: fail the job with why, once.
+
+        If even that is refused, the node lets go of the job; its lease runs
+        out and the rescuer ends it.
+        """
+        logger.error("job %s: PostgreSQL refused its %s write: %s", self.job.id, decision.after.state.value, exc)
+        if not self._write_refused and self._snapshot.state is JobState.ACTIVE:
+            self._write_refused = True
+            error = {"type": "StoreError", "message": storable_text(str(exc), MAX_ERROR_MESSAGE)}
+            self._cancel_handler()
+            return await self._settle(Fail(self._clock(), error, None))
+        self._finish()
+        return Outcome(False, self.state, f"could not be stored: {exc}")
 
     def _row(self, decision: Applied) -> TransitionRow:
         before, after = decision.before, decision.after
@@ -306,7 +349,7 @@ class JobActor(Actor[JobMessage]):
                 payload = definition.validate(self.job.payload)
                 with trio.fail_after(definition.timeout if definition.timeout is not None else math.inf):
                     result = await definition.handler(context, payload)
-                outcome = HandlerReturned(to_jsonable_python(result))
+                outcome = _returned(result)
             except trio.TooSlowError:
                 outcome = HandlerRaised(
                     {"type": "Timeout", "message": f"attempt ran over its timeout of {definition.timeout}s"}
@@ -326,6 +369,20 @@ class JobActor(Actor[JobMessage]):
             await self.ref.ask(ReportProgress(value))
         except ActorDead:
             pass
+
+
+def _returned(result: Any) -> JobMessage:
+    """The outcome of a handler that returned ``result``.
+
+    A result that cannot be stored exactly (NaN, NUL, lone surrogates, not
+    JSON, too large or deep) fails the job, the same way on every attempt,
+    rather than failing the statement that would store it.
+    """
+    try:
+        stored = check_json("result", to_jsonable_python(result), RESULT_LIMITS, strict=True)
+    except InvalidInput as exc:
+        return HandlerRaised({"type": "InvalidResult", "message": storable_text(str(exc), MAX_ERROR_MESSAGE)}, retryable=False)
+    return HandlerReturned(stored)
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 import asyncpg
@@ -26,6 +26,7 @@ import trio
 from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
 from ._migrations import Migration
 from ._queries import query
+from ._validation import UndecodableJSON
 
 T = TypeVar("T")
 logger = logging.getLogger("orchestrator.store")
@@ -163,8 +164,48 @@ def translated_errors() -> Iterator[None]:
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """Per-connection setup shared by both stores: jsonb as Python data."""
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    """Per-connection setup shared by both stores: jsonb as Python data, and
+    decoders that cannot fail on any value a row may hold."""
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=decode_json, schema="pg_catalog")
+    await conn.set_type_codec(
+        "timestamptz", encoder=encode_timestamp, decoder=decode_timestamp, schema="pg_catalog", format="tuple"
+    )
+
+
+def decode_json(text: str) -> Any:
+    """A jsonb value as Python data; :class:`UndecodableJSON` (the raw text)
+    for one Python cannot decode (nested too deep, an integer too long), so
+    that reading such a row never fails."""
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError) as exc:
+        return UndecodableJSON(text, f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def encode_timestamp(moment: datetime) -> tuple[int]:
+    """A timezone-aware datetime as PostgreSQL's microseconds since 2000."""
+    return ((moment - _PG_EPOCH) // _MICROSECOND,)
+
+
+def decode_timestamp(value: tuple[int]) -> datetime:
+    """PostgreSQL's microseconds since 2000 as an aware UTC datetime.
+
+    A timestamp outside Python's years 1 to 9999 (``infinity``, a year
+    33715 written by hand) is clamped to the nearest end rather than
+    raising, so no row can make a read, a claim or a wait fail; the
+    validation boundary and migration 0004 keep such values out of live
+    jobs.
+    """
+    try:
+        return _PG_EPOCH + value[0] * _MICROSECOND
+    except OverflowError:
+        return _LATEST if value[0] > 0 else _EARLIEST
 
 
 class Store:
@@ -386,9 +427,25 @@ class Store:
             "claim_jobs", list(kinds), queues, [slots[q] for q in queues], node, float(lease_seconds)
         )
 
-    async def next_due(self, *, kinds: Sequence[str], queues: Sequence[str]) -> datetime | None:
-        due: datetime | None = await self.fetchval("next_due", list(kinds), list(queues))
+    async def next_due(self, *, kinds: Sequence[str], queues: Sequence[str]) -> float | None:
+        """Seconds until the next waiting job of ``kinds`` in ``queues`` is due
+        (negative when one is overdue), by the database's clock; ``None``
+        when no job waits."""
+        due: float | None = await self.fetchval("next_due", list(kinds), list(queues))
         return due
+
+    async def quarantine_malformed(self, limit: int = 1000) -> list[Row]:
+        """Fail live jobs that break migration 0004's rules; the rows failed,
+        each with ``job_id`` and ``problem``."""
+        return await self.fetch("quarantine_malformed", limit)
+
+    async def fail_unusable(self, failures: Sequence[tuple[uuid.UUID, int, str]]) -> set[uuid.UUID]:
+        """Fail claimed jobs this node cannot run: ``(job_id, token, reason)``
+        each; returns the ids failed."""
+        rows = await self.fetch(
+            "fail_unusable", [f[0] for f in failures], [f[1] for f in failures], [f[2] for f in failures]
+        )
+        return {r["job_id"] for r in rows}
 
     async def apply_transitions(self, rows: Sequence[TransitionRow]) -> set[uuid.UUID]:
         """Persist many guarded transitions in one statement.

@@ -75,6 +75,23 @@ class PayloadLimits:
         check_int("max_payload_depth", self.max_depth, 1, 512)
 
 
+class UndecodableJSON(str):
+    """A stored JSON value Python cannot decode, kept as its raw text.
+
+    Rows written before the boundary (or by hand) may hold JSON nested
+    deeper than Python's parser goes, or integers longer than it converts.
+    Reading them gives this string instead of failing; a worker fails such
+    a job with :attr:`reason` rather than running it.
+    """
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> UndecodableJSON:
+        self = super().__new__(cls, text)
+        self.reason = reason
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
     """The checked options of one ``submit_many`` call."""

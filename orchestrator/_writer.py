@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ._errors import DatabaseUnavailable
+from ._errors import DatabaseUnavailable, StoreError
 from ._store import Store, TransitionRow, retry_unavailable
 
 logger = logging.getLogger("orchestrator.writer")
@@ -98,13 +98,25 @@ class TransitionWriter:
             seen.add(request.row.job_id)
         try:
             applied = await self._apply_retrying([r.row for r in now])
+        except StoreError as exc:
+            if len(now) > 1:
+                # One job's row broke the statement: write each alone, so
+                # that only that job hears of it.
+                for request in now:
+                    await self._write_batch([request])
+            else:
+                now[0].error = exc
+                now[0].done.set()
         except Exception as exc:
             for request in now:
                 request.error = exc
+                request.done.set()
         else:
             for request in now:
                 request.applied = request.row.job_id in applied
+                request.done.set()
         finally:
+            # Cancelled mid-statement: nobody may be left waiting.
             for request in now:
                 request.done.set()
         if later:

@@ -69,6 +69,10 @@ due AS (
         SELECT job_id FROM job_status
         WHERE status = 'queued' AND lease_token IS NULL AND queue = w.queue
           AND run_at <= clock_timestamp() AND kind = ANY($1::text[])
+          -- A malformed row from before migration 0004 is left for
+          -- quarantine_malformed: leasing it would break the CHECK.
+          AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
+                              max_attempts, created_at, run_at) IS NULL
         ORDER BY priority DESC, run_at, job_id
         LIMIT w.slots
         FOR UPDATE SKIP LOCKED
@@ -83,8 +87,10 @@ WHERE j.job_id = due.job_id
 RETURNING j.*;
 
 -- name: next_due
--- When the next not-yet-due job of these kinds and queues becomes due.
-SELECT min(run_at) FROM job_status
+-- Seconds (by the database's clock) until the next not-yet-due job of these
+-- kinds and queues becomes due; null when none waits. A number, not a
+-- timestamp: no run_at, however far away, can fail to decode here.
+SELECT extract(epoch FROM min(run_at) - clock_timestamp())::double precision FROM job_status
 WHERE status = 'queued' AND lease_token IS NULL
   AND kind = ANY($1::text[]) AND queue = ANY($2::text[]);
 
@@ -203,7 +209,11 @@ WITH expired AS (
 ),
 decided AS (
     SELECT j.job_id,
+           job_row_problem(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
+                           j.max_attempts, j.created_at, j.run_at) AS problem,
            CASE
+               WHEN job_row_problem(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
+                                    j.max_attempts, j.created_at, j.run_at) IS NOT NULL THEN 'invalid'
                WHEN j.status = 'queued' THEN 'queued'
                WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
                WHEN j.attempt < j.max_attempts THEN 'retry'
@@ -212,13 +222,14 @@ decided AS (
     FROM job_status j JOIN expired USING (job_id)
 )
 UPDATE job_status j
-SET status = (CASE d.outcome WHEN 'retry' THEN 'queued' ELSE d.outcome END)::job_state,
+SET status = (CASE d.outcome WHEN 'retry' THEN 'queued' WHEN 'invalid' THEN 'failed' ELSE d.outcome END)::job_state,
     attempt = j.attempt + CASE d.outcome WHEN 'retry' THEN 1 ELSE 0 END,
-    completed_at = CASE WHEN d.outcome IN ('cancelled', 'failed')
-                        THEN greatest(clock_timestamp(), j.started_at + interval '1 microsecond')
+    completed_at = CASE WHEN d.outcome IN ('cancelled', 'failed', 'invalid')
+                        THEN greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond')
                    END,
     run_at = CASE d.outcome WHEN 'retry' THEN clock_timestamp() ELSE j.run_at END,
     error = CASE WHEN d.outcome = 'queued' THEN j.error
+                 WHEN d.outcome = 'invalid' THEN jsonb_build_object('type', 'InvalidJob', 'message', d.problem)
                  ELSE jsonb_build_object('type', 'LeaseExpired',
                                          'message', format('node %s stopped renewing its lease', j.lease_node))
             END,
@@ -227,6 +238,51 @@ SET status = (CASE d.outcome WHEN 'retry' THEN 'queued' ELSE d.outcome END)::job
 FROM decided d
 WHERE j.job_id = d.job_id
 RETURNING j.job_id, d.outcome, j.rescued_from;
+
+-- name: quarantine_malformed
+-- Fail live jobs that break the rules of migration 0004 (rows written before
+-- it, by an older version or by hand), with the rule they break, so that no
+-- worker trips on them and their owners see why. At most $1 per call.
+WITH bad AS (
+    SELECT job_id,
+           job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
+                           max_attempts, created_at, run_at) AS problem
+    FROM job_status
+    WHERE status IN ('queued', 'active')
+      AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
+                          max_attempts, created_at, run_at) IS NOT NULL
+    ORDER BY job_id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE job_status j
+SET status = 'failed',
+    completed_at = greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond'),
+    error = jsonb_build_object('type', 'InvalidJob', 'message', bad.problem),
+    lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
+FROM bad
+WHERE j.job_id = bad.job_id
+RETURNING j.job_id, bad.problem;
+
+-- name: fail_unusable
+-- Fail jobs this node claimed but cannot run (a row it could not decode or
+-- start an actor for), with the reason. Guarded by the lease tokens ($2).
+WITH t AS (
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS t(job_id, token, reason)
+),
+locked AS (
+    SELECT j.job_id FROM job_status j JOIN t USING (job_id)
+    ORDER BY j.job_id
+    FOR UPDATE OF j
+)
+UPDATE job_status j
+SET status = 'failed',
+    completed_at = greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond'),
+    error = jsonb_build_object('type', 'InvalidJob', 'message', t.reason),
+    lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
+FROM t JOIN locked USING (job_id)
+WHERE j.job_id = t.job_id AND j.status IN ('queued', 'active') AND j.lease_token = t.token
+RETURNING j.job_id;
 
 -- name: release_unstarted
 -- Give back leases on jobs this node claimed but never started.
