@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import uuid
@@ -178,7 +179,7 @@ class AsyncioStore:
         """Insert queued jobs of one kind, in one statement (``submit_jobs``)."""
         return await self.fetch(
             "submit_jobs", kind, queue, owner_user_id, owner_org_id, priority, max_attempts,
-            float(delay), list(job_ids), list(payloads), list(unique_keys),
+            float(delay), list(job_ids), [json.dumps(p) for p in payloads], list(unique_keys),
         )  # fmt: skip
 
     async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None:

@@ -223,6 +223,7 @@ class Store:
         self._idle: list[asyncpg.Connection] = []
         self._slots = trio.Semaphore(size)
         self._all: list[asyncpg.Connection] = []
+        self._loop: Any = None
         #: Statements run, by name: the figure to drive down.
         self.statements: dict[str, int] = {}
 
@@ -236,7 +237,10 @@ class Store:
         import trio_asyncio
 
         with translated_errors():
-            result: T = await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
+            # Its own loop, not the innermost one: several stores (two
+            # orchestrators in one program) each keep their connections on
+            # the loop that opened them.
+            result: T = await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args, **kwargs)
             return result
 
     async def connect(self) -> asyncpg.Connection:
@@ -401,7 +405,7 @@ class Store:
         """
         return await self.fetch(
             "submit_jobs", kind, queue, owner_user_id, owner_org_id, priority, max_attempts,
-            float(delay), list(job_ids), list(payloads), list(unique_keys),
+            float(delay), list(job_ids), [json.dumps(p) for p in payloads], list(unique_keys),
         )  # fmt: skip
 
     async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None:
@@ -578,7 +582,8 @@ async def open_store(
 
     store = Store(dsn, schema, size, connect_timeout)
     with translated_errors():
-        async with trio_asyncio.open_loop():
+        async with trio_asyncio.open_loop() as loop:
+            store._loop = loop
             try:
                 async with store.connection():
                     pass

@@ -9,7 +9,10 @@
 -- whose unique key matches a queued or active job of the same kind and
 -- organisation is not inserted: that job is returned instead.
 WITH input AS (
-    SELECT * FROM unnest($8::uuid[], $9::jsonb[], $10::text[]) AS i(job_id, payload, unique_key)
+    -- Payloads arrive as JSON text: a jsonb[] parameter would read a payload
+    -- that is itself an array as another dimension of the array.
+    SELECT i.job_id, i.payload::jsonb AS payload, i.unique_key
+    FROM unnest($8::uuid[], $9::text[], $10::text[]) AS i(job_id, payload, unique_key)
 ),
 inserted AS (
     INSERT INTO job_status (
