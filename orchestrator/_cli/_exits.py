@@ -28,6 +28,7 @@ from .._errors import (
     OrchestratorError,
     UnknownJobKind,
 )
+from .._groups import leaves
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -66,13 +67,6 @@ def validation_message(exc: ValidationError, context: str) -> str:
             problem += f" (got {short_repr(error['input'])})"
         problems.append(problem)
     return f"{context}: " + "; ".join(problems)
-
-
-def leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) exception groups; ``exc`` if it is none."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
-    return [exc]
 
 
 def meaningful_error(exc: BaseException) -> BaseException:
