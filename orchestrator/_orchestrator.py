@@ -20,6 +20,7 @@ from pydantic import TypeAdapter
 from actors import open_supervisor
 
 from . import _operations as operations
+from ._database_url import check_database_url
 from ._dispatcher import Dispatcher
 from ._errors import DatabaseUnavailable, OrchestratorError
 from ._groups import NurseryEdge
@@ -155,12 +156,16 @@ class Orchestrator:
     # -- running -----------------------------------------------------------
 
     async def resolve_database_url(self) -> str:
-        """The URL in use: the argument, the environment, or the embedded server."""
+        """The URL in use: the argument, the environment, or the embedded server.
+
+        Raises:
+            InvalidInput: the URL given is not a well-formed ``postgresql://`` URL.
+        """
         if self.database_url:
-            return self.database_url
+            return check_database_url(self.database_url)
         from_env = os.environ.get(DATABASE_URL_ENV)
         if from_env:
-            return from_env
+            return check_database_url(from_env)
         from ._embedded import start_embedded
 
         self.database_url = await trio.to_thread.run_sync(start_embedded)

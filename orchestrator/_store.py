@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import asyncpg
 import trio
 
+from ._database_url import check_database_url
 from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
 from ._groups import NurseryEdge, peel, reraise
 from ._migrations import Migration
@@ -508,9 +509,14 @@ async def open_store(
     The first connection is made before this yields, so an unreachable
     database fails here, with :class:`DatabaseUnavailable`. What the
     block raises comes out as itself (see ``_groups``).
+
+    Raises:
+        InvalidInput: ``dsn`` is not a well-formed ``postgresql://`` URL.
+        DatabaseUnavailable: the database cannot be reached.
     """
     import trio_asyncio
 
+    check_database_url(dsn)
     store = Store(dsn, schema, size, connect_timeout)
     edge = NurseryEdge()
     with edge.unwrapping():

@@ -18,14 +18,14 @@ import trio
 from pydantic import ValidationError
 
 from .._app import load_app
-from .._errors import DatabaseUnavailable
+from .._errors import DatabaseUnavailable, quote_prefix
 from .._lifecycle import JobState
 from .._migrations import load_migrations
 from .._models import JobRecord, Principal
 from .._orchestrator import DATABASE_URL_ENV, Orchestrator
 from .._store import open_store
 from ._demo import run_demo
-from ._exits import EXIT_ERROR, EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, CliError, short_repr, validation_message
+from ._exits import EXIT_ERROR, EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, CliError, validation_message
 from ._render import WaitDisplay, compact, is_terminal, print_json, render_jobs, show
 from ._session import (
     apply_global_settings,
@@ -58,12 +58,15 @@ def cmd_migrate(args: argparse.Namespace, extras: list[str]) -> int:
 
 
 def _read_payload(text: str) -> Any:
+    """The payload parsed; what JSON cannot be, refused as ``payload`` (exit 2)."""
     if text == "-":
         text = sys.stdin.read()
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CliError(f"PAYLOAD_JSON is not valid JSON: {exc} (in {short_repr(text)})", EXIT_USAGE) from None
+        raise CliError(f"invalid payload: PAYLOAD_JSON is not valid JSON: {exc} (in {quote_prefix(text)})", EXIT_USAGE) from None
+    except RecursionError:
+        raise CliError(f"invalid payload: PAYLOAD_JSON is nested too deeply (in {quote_prefix(text)})", EXIT_USAGE) from None
 
 
 def cmd_submit(args: argparse.Namespace, extras: list[str]) -> int:
@@ -77,6 +80,8 @@ def cmd_submit(args: argparse.Namespace, extras: list[str]) -> int:
         definition.validate(payload)
     except ValidationError as exc:
         raise CliError(validation_message(exc, f"invalid payload for job kind {args.kind!r}"), EXIT_USAGE) from None
+    except RecursionError:
+        raise CliError(f"invalid payload for job kind {args.kind!r}: nested too deeply", EXIT_USAGE) from None
 
     record = run_session(
         orch,

@@ -2,19 +2,18 @@
 
     0  success
     1  other error (a rejected statement, a timeout, a bug)
-    2  bad usage or bad input: a malformed argument, job id or JSON payload,
-       a payload failing validation, an unknown job kind, a bad --app
+    2  bad usage or bad input: a malformed argument, database URL, job id or
+       JSON payload, a payload failing validation (InvalidInput, pydantic's
+       ValidationError), an unknown job kind, a bad --app
     3  not authorised (NotAuthorized)
     4  not found: no such job in the organisation (JobNotFound)
     5  the job failed (``wait``), or ``cancel`` was refused because the job
        had already ended
-    6  the database is unavailable
+    6  the database is unavailable (a well-formed URL, no answer)
     130 interrupted (Ctrl-C) while not running the daemon
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import trio
 from pydantic import ValidationError
@@ -22,11 +21,13 @@ from pydantic import ValidationError
 from .._app import AppLoadError
 from .._errors import (
     DatabaseUnavailable,
+    InvalidInput,
     InvalidJobId,
     JobNotFound,
     NotAuthorized,
     OrchestratorError,
     UnknownJobKind,
+    quote_prefix,
 )
 from .._groups import leaves
 
@@ -52,11 +53,6 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def short_repr(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def validation_message(exc: ValidationError, context: str) -> str:
     """One line naming every field that failed and why."""
     problems = []
@@ -64,7 +60,7 @@ def validation_message(exc: ValidationError, context: str) -> str:
         where = ".".join(str(part) for part in error.get("loc", ())) or "(the whole value)"
         problem = f"{where}: {error.get('msg', 'invalid')}"
         if error.get("type") != "missing" and "input" in error:
-            problem += f" (got {short_repr(error['input'])})"
+            problem += f" (got {quote_prefix(error['input'], limit=60)})"
         problems.append(problem)
     return f"{context}: " + "; ".join(problems)
 
@@ -93,6 +89,8 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
         return EXIT_USAGE, validation_message(exc, f"invalid {exc.title}")
     if isinstance(exc, (InvalidJobId, UnknownJobKind)):
         return EXIT_USAGE, str(exc)
+    if isinstance(exc, InvalidInput):
+        return EXIT_USAGE, f"invalid {exc.field}: {exc.reason}"
     if isinstance(exc, NotAuthorized):
         return EXIT_NOT_AUTHORIZED, f"not authorised: {exc}"
     if isinstance(exc, JobNotFound):

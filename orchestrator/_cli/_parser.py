@@ -51,11 +51,11 @@ _EXIT_CODES_HELP = """\
 exit codes:
   0    success (for run: stopped by SIGTERM or SIGINT, running jobs finished or requeued)
   1    other error (such as wait --timeout running out)
-  2    bad usage or input (argument, setting, job id, JSON, payload validation, unknown kind, --app)
+  2    bad usage or input (argument, setting, database URL, job id, JSON, payload, unknown kind, --app)
   3    not authorised (not the job's owner nor an admin of its organisation)
   4    job not found (in your organisation)
   5    the job failed (wait), or cancel refused because the job had already ended
-  6    database unavailable
+  6    database unavailable (a well-formed URL whose server does not answer)
   130  interrupted (Ctrl-C) outside run
 """
 

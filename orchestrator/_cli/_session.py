@@ -16,8 +16,8 @@ import trio
 from pydantic import ValidationError
 
 from .._app import SCHEMA_ENV
-from .._database_url import redact_url
-from .._errors import DatabaseUnavailable, InvalidJobId
+from .._database_url import check_database_url, redact_url
+from .._errors import DatabaseUnavailable, InvalidInput, InvalidJobId
 from .._models import Principal, parse_job_id
 from .._orchestrator import DATABASE_URL_ENV, Orchestrator
 from ._exits import EXIT_DATABASE, EXIT_USAGE, CliError, one_line, validation_message
@@ -93,11 +93,17 @@ async def resolve_database(orch: Orchestrator) -> str:
     """The URL ``orch`` will use, starting the embedded server if needed.
 
     Raises:
+        InvalidInput: the URL given is malformed (exit 2), before anything connects.
         CliError: the embedded PostgreSQL could not start (exit 6).
     """
-    with naming_database(orch.database_url or os.environ.get(DATABASE_URL_ENV)):
+    given = orch.database_url or os.environ.get(DATABASE_URL_ENV)
+    if given:
+        check_database_url(given)
+    with naming_database(given):
         try:
             return await orch.resolve_database_url()
+        except InvalidInput:
+            raise
         except Exception as exc:
             raise DatabaseUnavailable(f"the embedded PostgreSQL could not start: {one_line(str(exc))}") from exc
 
