@@ -20,8 +20,10 @@ from pydantic import TypeAdapter
 from actors import open_supervisor
 
 from . import _operations as operations
+from ._database_url import check_database_url
 from ._dispatcher import Dispatcher
 from ._errors import DatabaseUnavailable, InvalidInput, OrchestratorError
+from ._groups import NurseryEdge
 from ._jobs import Handler, JobDefinition, Registry, RetryPolicy, payload_type
 from ._lifecycle import JobState
 from ._migrations import load_migrations
@@ -178,12 +180,16 @@ class Orchestrator:
     # -- running -----------------------------------------------------------
 
     async def resolve_database_url(self) -> str:
-        """The URL in use: the argument, the environment, or the embedded server."""
+        """The URL in use: the argument, the environment, or the embedded server.
+
+        Raises:
+            InvalidInput: the URL given is not a well-formed ``postgresql://`` URL.
+        """
         if self.database_url:
-            return self.database_url
+            return check_database_url(self.database_url)
         from_env = os.environ.get(DATABASE_URL_ENV)
         if from_env:
-            return from_env
+            return check_database_url(from_env)
         from ._embedded import start_embedded
 
         self.database_url = await trio.to_thread.run_sync(start_embedded)
@@ -196,6 +202,9 @@ class Orchestrator:
         With ``work=False`` nothing is claimed: the orchestrator only submits,
         cancels, reads and waits, as a producer does.
 
+        An exception the block raises comes out as itself, with its
+        ``__cause__`` and ``__context__``, never translated.
+
         Raises:
             DatabaseUnavailable: the database cannot be reached.
         """
@@ -203,26 +212,32 @@ class Orchestrator:
             raise RuntimeError("this orchestrator is already running")
         self._hurried = False
         dsn = await self.resolve_database_url()
-        async with open_store(dsn, schema=self.schema, size=self.pool_size) as store:
-            if migrate:
-                applied = await store.migrate(load_migrations())
-                if applied:
-                    logger.info("applied migrations: %s", ", ".join(applied))
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self._listen, store)
-                self._store = store
-                try:
-                    if work and self.registry.kinds:
-                        async with self._worker(store) as dispatcher:
-                            self._dispatcher = dispatcher
-                            yield self
-                    else:
-                        yield self
-                finally:
-                    self._dispatcher = None
-                    self._writer = None
-                    self._store = None
-                    nursery.cancel_scope.cancel()
+        # What the block raises passes through the nurseries below: it comes
+        # out as itself, as it would without the orchestrator.
+        edge = NurseryEdge()
+        with edge.unwrapping():
+            async with open_store(dsn, schema=self.schema, size=self.pool_size) as store:
+                if migrate:
+                    applied = await store.migrate(load_migrations())
+                    if applied:
+                        logger.info("applied migrations: %s", ", ".join(applied))
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self._listen, store)
+                    self._store = store
+                    try:
+                        if work and self.registry.kinds:
+                            async with self._worker(store) as dispatcher:
+                                self._dispatcher = dispatcher
+                                with edge.body():
+                                    yield self
+                        else:
+                            with edge.body():
+                                yield self
+                    finally:
+                        self._dispatcher = None
+                        self._writer = None
+                        self._store = None
+                        nursery.cancel_scope.cancel()
 
     @asynccontextmanager
     async def _worker(self, store: Store) -> AsyncIterator[Dispatcher]:

@@ -23,7 +23,9 @@ from typing import Any, TypeVar
 import asyncpg
 import trio
 
+from ._database_url import check_database_url
 from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
+from ._groups import NurseryEdge, peel, reraise
 from ._migrations import Migration
 from ._queries import query
 from ._validation import UndecodableJSON
@@ -107,20 +109,6 @@ def translate_error(exc: BaseException) -> OrchestratorError | None:
     return None
 
 
-def sole_exception(group: BaseExceptionGroup[Any]) -> BaseException | None:
-    """The one leaf exception of a (nested) group, or ``None`` if several."""
-    leaves = list(_leaves(group))
-    return leaves[0] if len(leaves) == 1 else None
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
-
-
 def parse_job_ids(payload: str) -> list[uuid.UUID]:
     """The job ids in a notification payload (comma-separated); bad ones are skipped."""
     ids = []
@@ -145,16 +133,20 @@ def may_retry(name: str, exc: DatabaseUnavailable) -> bool:
 
 @contextmanager
 def translated_errors() -> Iterator[None]:
-    """Re-raise asyncpg errors (also inside exception groups) as ours."""
+    """Re-raise asyncpg errors (also alone inside exception groups) as ours.
+
+    Only around the store's own statements: an error of the caller's code
+    is not ours to translate.
+    """
     try:
         yield
     except BaseExceptionGroup as group:
-        leaf = sole_exception(group)
-        if leaf is None:
+        leaf = peel(group)
+        if isinstance(leaf, BaseExceptionGroup):
             raise
         ours = translate_error(leaf)
         if ours is None or ours is leaf:
-            raise leaf from None
+            reraise(leaf)
         raise ours from leaf
     except Exception as exc:
         ours = translate_error(exc)
@@ -576,17 +568,25 @@ async def open_store(
     """Open an asyncio loop inside trio and a store on ``dsn``.
 
     The first connection is made before this yields, so an unreachable
-    database fails here, with :class:`DatabaseUnavailable`.
+    database fails here, with :class:`DatabaseUnavailable`. What the
+    block raises comes out as itself (see ``_groups``).
+
+    Raises:
+        InvalidInput: ``dsn`` is not a well-formed ``postgresql://`` URL.
+        DatabaseUnavailable: the database cannot be reached.
     """
     import trio_asyncio
 
+    check_database_url(dsn)
     store = Store(dsn, schema, size, connect_timeout)
-    with translated_errors():
+    edge = NurseryEdge()
+    with edge.unwrapping():
         async with trio_asyncio.open_loop() as loop:
             store._loop = loop
             try:
                 async with store.connection():
                     pass
-                yield store
+                with edge.body():
+                    yield store
             finally:
                 await store.close()

@@ -37,6 +37,7 @@ from pydantic import TypeAdapter
 
 from . import _operations as operations
 from ._asyncio_store import AsyncioStore, DoneListener, Watch
+from ._database_url import check_database_url
 from ._errors import DatabaseUnavailable, OrchestratorError, UnknownJobKind, quote_prefix
 from ._jobs import known_kinds
 from ._lifecycle import JobState
@@ -125,6 +126,7 @@ class Client:
     Raises:
         MissingDatabaseUrl: neither ``database_url`` nor the environment names
             a database.
+        InvalidInput: the URL is not a well-formed ``postgresql://`` URL.
         ValueError: a bad schema name, pool size or poll interval.
     """
 
@@ -149,7 +151,7 @@ class Client:
             )
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be positive, got {poll_interval}")
-        self.database_url = url
+        self.database_url = check_database_url(url)
         self.schema = schema
         self.poll_interval = poll_interval
         self._store = AsyncioStore(url, schema, pool_size, connect_timeout)
