@@ -21,7 +21,6 @@ orchestrator.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import time
@@ -29,16 +28,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any, TextIO
 
 import trio
 from pydantic import BaseModel, Field
 
-from ._errors import NotAuthorized
-from ._jobs import JobContext
-from ._lifecycle import JobState
-from ._models import CancelOutcome, JobRecord, Principal
-from ._orchestrator import Orchestrator
+from .._database_url import redact_url
+from .._errors import NotAuthorized
+from .._jobs import JobContext
+from .._lifecycle import JobState
+from .._models import CancelOutcome, JobRecord, Principal
+from .._orchestrator import Orchestrator
+from ._render import RESET, bar_cells, clip, glyphs_for, is_terminal, percent
 
 ALICE = Principal(user_id="alice", org_id="acme")
 BOB = Principal(user_id="bob", org_id="acme")
@@ -124,14 +126,6 @@ def build_demo(database_url: str | None = None, *, schema: str = "orchestrator")
 # -- display ------------------------------------------------------------------------
 
 
-def _encodable(out: TextIO, text: str) -> bool:
-    try:
-        text.encode(getattr(out, "encoding", None) or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
-
 @dataclass
 class Row:
     label: str
@@ -141,14 +135,15 @@ class Row:
     seen: tuple[JobState, int] | None = None
 
 
-_COLORS = {
-    JobState.QUEUED: "\x1b[2m",
-    JobState.ACTIVE: "\x1b[36m",
-    JobState.COMPLETED: "\x1b[32m",
-    JobState.FAILED: "\x1b[31m",
-    JobState.CANCELLED: "\x1b[33m",
-}
-_RESET = "\x1b[0m"
+_COLORS = MappingProxyType(
+    {
+        JobState.QUEUED: "\x1b[2m",
+        JobState.ACTIVE: "\x1b[36m",
+        JobState.COMPLETED: "\x1b[32m",
+        JobState.FAILED: "\x1b[31m",
+        JobState.CANCELLED: "\x1b[33m",
+    }
+)
 
 
 @dataclass
@@ -164,11 +159,7 @@ class Display:
     _stopped: bool = False
 
     def __post_init__(self) -> None:
-        fancy = _encodable(self.out, "█░✓✗→…µ")
-        self.bar_full, self.bar_empty = ("█", "░") if fancy else ("#", "-")
-        self.ok, self.bad, self.arrow = ("✓", "✗", "→") if fancy else ("ok", "FAIL", "->")
-        self.ellipsis = "…" if fancy else "~"
-        self.micro = "µs" if fancy else "us"
+        self.glyphs = glyphs_for(self.out)
         self.color = self.live and not os.environ.get("NO_COLOR")
 
     def add(self, label: str, scenario: str, record: JobRecord) -> Row:
@@ -180,7 +171,7 @@ class Display:
     def note(self, row: Row, text: str) -> None:
         row.note = text
         if not self.live:
-            self._line(f"{row.label:<11} {self.arrow} {text}")
+            self._line(f"{row.label:<11} {self.glyphs.arrow} {text}")
 
     def _elapsed(self) -> str:
         return f"+{time.monotonic() - self.start:.2f}s".rjust(7)
@@ -208,12 +199,11 @@ class Display:
             self._line(f"{row.label:<11} {_short(r.id)}  {r.state.value:<9}  attempt {r.attempt}/{r.max_attempts}{extra}")
 
     def _bar(self, progress: float, width: int = 16) -> str:
-        filled = round(progress * width)
-        return self.bar_full * filled + self.bar_empty * (width - filled) + f" {progress * 100:3.0f}%"
+        return f"{bar_cells(progress, width, self.glyphs)} {percent(progress)}"
 
     def _state(self, state: JobState) -> str:
         text = f"{state.value:<9}"
-        return f"{_COLORS[state]}{text}{_RESET}" if self.color else text
+        return f"{_COLORS[state]}{text}{RESET}" if self.color else text
 
     def _table(self) -> list[str]:
         lines = [f"  {'JOB':<11} {'ID':<8}  {'STATE':<9}  {'TRY':<3}  {'PROGRESS':<21}  NOTE"]
@@ -238,7 +228,7 @@ class Display:
         if self._drawn:
             parts.append(f"\x1b[{self._drawn}F")  # back to the table's first line
         for line in self._table():
-            parts.append("\x1b[2K" + _clip(line, width, self.ellipsis) + "\n")
+            parts.append("\x1b[2K" + clip(line, width, self.glyphs.ellipsis) + "\n")
         self._drawn = len(parts) - (1 if self._drawn else 0)
         self.out.write("".join(parts))
         self.out.flush()
@@ -261,27 +251,6 @@ class Display:
         self._stopped = True
         await self.refresh()
         self.draw()
-
-
-_ESCAPE = re.compile(r"(\x1b\[[0-9;?]*[A-Za-z])")
-
-
-def _clip(line: str, width: int, ellipsis: str = "…") -> str:
-    """``line`` cut to ``width`` visible columns (escape sequences take none)."""
-    kept: list[str] = []
-    visible = 0
-    for i, piece in enumerate(_ESCAPE.split(line)):
-        if i % 2:  # an escape sequence
-            kept.append(piece)
-            continue
-        if visible + len(piece) > width:
-            kept.append(piece[: max(0, width - visible - len(ellipsis))] + ellipsis)
-            if "\x1b[" in line:
-                kept.append(_RESET)
-            return "".join(kept)
-        kept.append(piece)
-        visible += len(piece)
-    return "".join(kept)
 
 
 def _short(job_id: uuid.UUID) -> str:
@@ -321,7 +290,7 @@ def ordered(record: JobRecord) -> bool:
 def summary(rows: Sequence[Row], display: Display) -> list[str]:
     lines = [
         "",
-        f"Summary (timestamps UTC; {display.ok} = created_at <= started_at <= completed_at)",
+        f"Summary (timestamps UTC; {display.glyphs.ok} = created_at <= started_at <= completed_at)",
         f"  {'JOB':<11} {'ID':<8}  {'STATE':<9}  {'TRY':<3}  {'CREATED_AT':<15}  {'STARTED_AT':<15}  "
         f"{'COMPLETED_AT':<15}  {'RAN':>9}  ORDER",
     ]
@@ -330,8 +299,8 @@ def summary(rows: Sequence[Row], display: Display) -> list[str]:
         ran = r.completed_at - r.started_at if r.completed_at and r.started_at else None
         lines.append(
             f"  {row.label:<11} {_short(r.id)}  {r.state.value:<9}  {r.attempt}/{r.max_attempts}  "
-            f"{_clock(r.created_at)}  {_clock(r.started_at)}  {_clock(r.completed_at)}  {_duration(ran, display.micro):>9}  "
-            f"{display.ok if ordered(r) else display.bad}"
+            f"{_clock(r.created_at)}  {_clock(r.started_at)}  {_clock(r.completed_at)}  {_duration(ran, display.glyphs.micro):>9}  "
+            f"{display.glyphs.ok if ordered(r) else display.glyphs.bad}"
         )
     return lines
 
@@ -393,11 +362,9 @@ async def run_demo(
     """Play the scenarios; return 0 when every job ended as expected, else 1."""
     out = out or sys.stdout
     if live is None:
-        live = out.isatty() and os.environ.get("TERM") != "dumb"
+        live = is_terminal(out)
     orch, hooks = build_demo(database_url, schema=schema)
     url = await orch.resolve_database_url()
-    from ._cli import redact_url
-
     print(f"trio-orchestrator demo: database {redact_url(url)}, schema {schema!r}", file=out)
     print(f"alice and bob are members of 'acme'; a worker in this process runs {orch.concurrency} jobs at once.", file=out)
     print("", file=out, flush=True)
@@ -466,7 +433,7 @@ async def run_demo(
     print("", file=out)
     print("Checks", file=out)
     for check in results:
-        print(f"  {display.ok if check.passed else display.bad} {check.description}", file=out)
+        print(f"  {display.glyphs.ok if check.passed else display.glyphs.bad} {check.description}", file=out)
     elapsed = time.monotonic() - started
     failed = [c for c in results if not c.passed]
     print("", file=out)

@@ -1,0 +1,162 @@
+"""``orchestrator run``: the worker daemon, and how it stops on a signal.
+
+The daemon stops on SIGTERM or SIGINT: it stops claiming, gives running jobs
+``--shutdown-grace`` seconds, then the library puts the rest back in the
+queue, and it exits 0. A second signal cuts the grace short
+(``Orchestrator.hurry_shutdown``); the jobs are still put back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from collections.abc import Mapping
+
+import trio
+
+from .._app import apply_worker_settings, load_app
+from .._database_url import redact_url
+from .._orchestrator import Orchestrator
+from ._exits import EXIT_OK, EXIT_USAGE, CliError
+from ._session import apply_global_settings, naming_database, resolve_database
+
+logger = logging.getLogger("orchestrator.cli")
+
+
+def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
+    orch = load_app(args.app)
+    apply_global_settings(orch, args)
+    apply_worker_settings(
+        orch, concurrency=args.concurrency, queues=args.queues, shutdown_grace=args.shutdown_grace
+    )
+    if not orch.registry.kinds:
+        raise CliError(f"--app {args.app!r} registers no job kinds: a worker needs at least one @orch.job", EXIT_USAGE)
+    if isinstance(orch.queues, Mapping):
+        for queue, limit in orch.queues.items():
+            if int(limit) > orch.concurrency:
+                logger.warning(
+                    "queue %s: its limit %d is above this worker's concurrency %d, so at most %d of its jobs run at once",
+                    queue,
+                    limit,
+                    orch.concurrency,
+                    orch.concurrency,
+                )
+    if orch.queues is not None and not set(orch.queues) & set(orch.registry.queues):
+        logger.warning(
+            "none of the queues %s has a job kind registered by %s (their queues: %s): this worker will claim nothing",
+            ",".join(orch.queues),
+            args.app,
+            ",".join(orch.registry.queues),
+        )
+    return trio.run(serve, orch, args.app)
+
+
+def _render_limits(limits: Mapping[str, int]) -> str:
+    return ",".join(f"{queue}={limit}" for queue, limit in limits.items())
+
+
+async def serve(orch: Orchestrator, app: str = "") -> int:
+    """Run a worker until SIGINT or SIGTERM; then stop cleanly; return 0.
+
+    The first signal stops claiming: running jobs get ``orch.shutdown_grace``
+    seconds to finish (leaving ``orch.running()`` does that), then the
+    library puts the rest back in the queue. A task keeps receiving signals
+    throughout; the second one calls ``orch.hurry_shutdown()``, which cuts
+    the grace short (the jobs are still put back). A signal before the worker
+    has started cancels the start-up.
+    """
+    stop = trio.Event()
+    started = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            startup = trio.CancelScope()
+
+            async def on_signals() -> None:
+                received = 0
+                async for signum in signals:
+                    received += 1
+                    name = signal.Signals(signum).name
+                    fields = {"node": orch.node_id, "signal": name}
+                    if received == 1:
+                        stop.set()
+                        if not started:
+                            logger.info(
+                                "received %s: worker %s stops before it started",
+                                name,
+                                orch.node_id,
+                                extra={"event": "worker.stopping", **fields},
+                            )
+                            startup.cancel()
+                            continue
+                        running = orch.dispatcher.running if orch.dispatcher is not None else 0
+                        logger.info(
+                            "received %s: stopping worker %s: no more claims; %d running job(s) get up to %gs to "
+                            "finish, then go back to the queue (signal again to stop at once)",
+                            name,
+                            orch.node_id,
+                            running,
+                            orch.shutdown_grace,
+                            extra={
+                                "event": "worker.stopping",
+                                "running": running,
+                                "shutdown_grace": orch.shutdown_grace,
+                                **fields,
+                            },
+                        )
+                    elif received == 2:
+                        running = orch.dispatcher.running if orch.dispatcher is not None else 0
+                        logger.info(
+                            "received %s (second signal): worker %s stops at once; %d running job(s) go back to the "
+                            "queue now",
+                            name,
+                            orch.node_id,
+                            running,
+                            extra={"event": "worker.hurrying", "running": running, **fields},
+                        )
+                        orch.hurry_shutdown()
+                    else:
+                        logger.info(
+                            "received %s: worker %s is already stopping, putting its running jobs back in the queue",
+                            name,
+                            orch.node_id,
+                            extra={"event": "worker.hurrying", **fields},
+                        )
+
+            nursery.start_soon(on_signals)
+            with startup:
+                url = await resolve_database(orch)
+                with naming_database(url):
+                    async with orch.running():
+                        started = True
+                        limits = orch.queue_limits()
+                        logger.info(
+                            "worker %s started: app=%s kinds=%s queues=%s concurrency=%d shutdown_grace=%gs "
+                            "schema=%s database=%s",
+                            orch.node_id,
+                            app or "-",
+                            ",".join(orch.registry.kinds),
+                            _render_limits(limits),
+                            orch.concurrency,
+                            orch.shutdown_grace,
+                            orch.schema,
+                            redact_url(url),
+                            extra={
+                                "event": "worker.started",
+                                "node": orch.node_id,
+                                "app": app or None,
+                                "kinds": list(orch.registry.kinds),
+                                "queues": limits,
+                                "concurrency": orch.concurrency,
+                                "shutdown_grace": orch.shutdown_grace,
+                                "schema": orch.schema,
+                                "database": redact_url(url),
+                            },
+                        )
+                        # Leaving running() drains: no more claims, the grace,
+                        # then the release of whatever still runs.
+                        await stop.wait()
+            nursery.cancel_scope.cancel()
+    logger.info("worker %s stopped", orch.node_id, extra={"event": "worker.stopped", "node": orch.node_id})
+    return EXIT_OK
+

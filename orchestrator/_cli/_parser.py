@@ -1,0 +1,232 @@
+"""The ``orchestrator`` command line's arguments, and its help.
+
+The global options may come before or after the command. Everything after
+``bench`` goes to the benchmark's own parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .._app import (
+    CONCURRENCY_ENV,
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    QUEUES_ENV,
+    SCHEMA_ENV,
+    SHUTDOWN_GRACE_ENV,
+    parse_concurrency,
+    parse_queues,
+    parse_shutdown_grace,
+)
+from .._lifecycle import JobState
+from .._logging import LOG_FORMATS, LOG_LEVELS
+from .._orchestrator import DATABASE_URL_ENV
+from ._session import DEFAULT_SCHEMA, ORG_ENV, ROLE_ENV, USER_ENV
+
+T = TypeVar("T")
+
+
+def _argument(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
+    """``parse`` as an argparse ``type``: its ValueError's message is shown."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+_positive_int = _argument(parse_concurrency, "positive integer")
+_non_negative_float = _argument(parse_shutdown_grace, "seconds")
+_queue_spec = _argument(parse_queues, "queues")
+
+
+_EXIT_CODES_HELP = """\
+exit codes:
+  0    success (for run: stopped by SIGTERM or SIGINT, running jobs finished or requeued)
+  1    other error (such as wait --timeout running out)
+  2    bad usage or input (argument, setting, job id, JSON, payload validation, unknown kind, --app)
+  3    not authorised (not the job's owner nor an admin of its organisation)
+  4    job not found (in your organisation)
+  5    the job failed (wait), or cancel refused because the job had already ended
+  6    database unavailable
+  130  interrupted (Ctrl-C) outside run
+"""
+
+_ENVIRONMENT_HELP = f"""\
+environment (a flag wins over its variable, a variable over the --app object's setting):
+  {DATABASE_URL_ENV:<29}  --database-url
+  {SCHEMA_ENV:<29}  --schema
+  {LOG_LEVEL_ENV:<29}  --log-level
+  {LOG_FORMAT_ENV:<29}  --log-format
+  {CONCURRENCY_ENV:<29}  run --concurrency
+  {QUEUES_ENV:<29}  run --queues
+  {SHUTDOWN_GRACE_ENV:<29}  run --shutdown-grace
+  {USER_ENV:<29}  --user
+  {ORG_ENV:<29}  --org
+  {ROLE_ENV:<29}  --role
+"""
+
+_RUN_HELP = """\
+signals:
+  The first SIGTERM or SIGINT stops claiming; running jobs get --shutdown-grace
+  seconds to finish, then go back to the queue (attempt unchanged) and the worker
+  exits 0. A second signal skips the rest of the grace: the jobs go back now.
+
+logs:
+  One record per job lifecycle event (logger orchestrator.job), warnings for
+  rescued jobs and lost leases. --log-format json writes one JSON object per
+  line: ts, level, logger, message, and the event's fields (event, job_id,
+  kind, queue, attempt, state, previous_state).
+"""
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    # The same options on the main parser and on every command, so they may
+    # come before or after the command; a command's copy defaults to
+    # SUPPRESS so it never overwrites a value given before the command.
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=default(None),
+        help=f"PostgreSQL URL (default: ${DATABASE_URL_ENV}, else the embedded PostgreSQL)",
+    )
+    group.add_argument(
+        "--schema",
+        metavar="NAME",
+        default=default(None),
+        help=f"PostgreSQL schema holding the orchestrator's tables (default: ${SCHEMA_ENV}, else '{DEFAULT_SCHEMA}')",
+    )
+    group.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=default(None),
+        help=f"logging level on stderr (default: ${LOG_LEVEL_ENV}, else INFO for run, WARNING otherwise)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default(None),
+        help=f"log lines as text, or one JSON object per line (default: ${LOG_FORMAT_ENV}, else text)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add_global_options(common, suppress=True)
+
+    principal = argparse.ArgumentParser(add_help=False)
+    who = principal.add_argument_group("who is acting")
+    who.add_argument("--user", metavar="USER", help=f"user id (default: ${USER_ENV})")
+    who.add_argument("--org", metavar="ORG", help=f"organisation id (default: ${ORG_ENV})")
+    who.add_argument(
+        "--role", choices=["member", "admin"], help=f"role in the organisation (default: ${ROLE_ENV}, else member)"
+    )
+
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="trio-orchestrator: jobs on PostgreSQL, run by actors on trio.",
+        epilog=_EXIT_CODES_HELP + "\n" + _ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_global_options(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, help: str, parents: Sequence[argparse.ArgumentParser] = (), epilog: str = ""
+    ) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            parents=[common, *parents],
+            epilog=epilog + _EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    command("migrate", "apply the database migrations this schema lacks")
+
+    run = command("run", "run a worker daemon until SIGINT or SIGTERM", epilog=_RUN_HELP + "\n" + _ENVIRONMENT_HELP + "\n")
+    run.add_argument("--app", required=True, metavar="MODULE:ATTR", help="the Orchestrator to run, e.g. myservice.jobs:orch")
+    run.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help=f"jobs run at once (default: ${CONCURRENCY_ENV}, else the app's)",
+    )
+    run.add_argument(
+        "--queues",
+        type=_queue_spec,
+        metavar="A,B|A=N,B=M",
+        help="queues to claim from: 'a,b' (each up to the concurrency) or 'a=2,b=5' (at most N jobs of each at once) "
+        f"(default: ${QUEUES_ENV}, else the app's)",
+    )
+    run.add_argument(
+        "--shutdown-grace",
+        type=_non_negative_float,
+        metavar="S",
+        help="seconds running jobs get to finish on SIGTERM/SIGINT before they are put back in the queue "
+        f"(default: ${SHUTDOWN_GRACE_ENV}, else the app's)",
+    )
+
+    submit = command("submit", "submit a job; print its id", [principal, output])
+    submit.add_argument("kind", metavar="KIND", help="the job kind")
+    submit.add_argument(
+        "payload", metavar="PAYLOAD_JSON", nargs="?", default="{}", help="the payload as JSON, '-' for stdin (default: {})"
+    )
+    submit.add_argument("--app", required=True, metavar="MODULE:ATTR", help="the Orchestrator whose jobs validate the payload")
+    submit.add_argument("--delay", type=_non_negative_float, default=0.0, metavar="S", help="seconds before it may run")
+    submit.add_argument("--priority", type=int, metavar="P", help="higher runs first (default: the kind's)")
+    submit.add_argument("--max-attempts", type=_positive_int, metavar="N", help="attempts before failing (default: the kind's)")
+    submit.add_argument("--queue", metavar="Q", help="queue (default: the kind's)")
+
+    status = command("status", "show a job", [principal, output])
+    status.add_argument("job_id", metavar="JOB_ID")
+
+    cancel = command("cancel", "cancel a queued or running job (the owner, or an admin of its organisation)", [principal, output])
+    cancel.add_argument("job_id", metavar="JOB_ID")
+
+    jobs = command("jobs", "list the organisation's jobs, newest first", [principal, output])
+    jobs.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
+    jobs.add_argument("--kind", metavar="KIND", help="only jobs of this kind")
+    jobs.add_argument("--queue", metavar="QUEUE", help="only jobs in this queue")
+    jobs.add_argument("--owner", metavar="USER", help="only jobs submitted by this user (of your organisation)")
+    jobs.add_argument("--limit", type=_positive_int, default=100, metavar="N", help="at most N jobs (default: 100)")
+
+    wait = command(
+        "wait",
+        "wait until a job is completed, failed or cancelled; show its progress meanwhile (redrawn in place on a "
+        "terminal, one line per change of state otherwise; nothing with --json), then the job",
+        [principal, output],
+    )
+    wait.add_argument("job_id", metavar="JOB_ID")
+    wait.add_argument("--timeout", type=_non_negative_float, metavar="S", help="give up after S seconds (exit 1)")
+
+    demo = command("demo", "run example jobs on the embedded PostgreSQL and show them live")
+    demo.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="redraw a live table in place (default: when stdout is a terminal)",
+    )
+
+    # Everything after `bench` goes to the benchmark's own parser.
+    commands.add_parser("bench", help="measure throughput and latency (see `orchestrator bench --help`)", add_help=False)
+    return parser
+
+
