@@ -11,13 +11,16 @@ import base64
 import binascii
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from ._errors import InvalidInput, quote_prefix
 from ._lifecycle import JobState
 from ._models import JobRecord, Principal
-from ._store import Store
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 #: Most jobs one page holds.
 PAGE_LIMIT = 500

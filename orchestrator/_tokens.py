@@ -14,13 +14,15 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from ._errors import InvalidInput, OrchestratorError, quote_prefix
 from ._models import Principal
-from ._store import Store
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 TOKEN_PREFIX = "orch_"
 #: Longest accepted token name.
@@ -62,6 +64,21 @@ def hash_token(token: str) -> bytes:
 
 def new_token_secret() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def parse_positive_seconds(text: str) -> float:
+    """``text`` as a positive, finite number of seconds.
+
+    Raises:
+        ValueError: naming the value.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {quote_prefix(text)}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be a positive number of seconds, got {quote_prefix(text)}")
+    return value
 
 
 def check_token_options(name: str | None, expires_in: float | None) -> None:
