@@ -191,7 +191,7 @@ class AsyncioStore:
     async def list_jobs(
         self, org_id: str, *, status: str | None, kind: str | None, queue: str | None, owner: str | None, limit: int
     ) -> list[Row]:
-        return await self.fetch("list_jobs", org_id, status, kind, queue, owner, limit)
+        return await self.fetch("list_jobs", org_id, status, kind, queue, owner, None, None, limit)
 
     async def cancel_queued(
         self, job_id: uuid.UUID, *, started_at: datetime | None, completed_at: datetime, by: str

@@ -37,12 +37,19 @@ Row = Mapping[str, Any]
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 #: Statements that only read, safe to run again after a dropped connection.
-READ_STATEMENTS = frozenset({"get_job", "get_job_any", "get_jobs", "list_jobs", "next_due", "applied_migrations"})
+READ_STATEMENTS = frozenset(
+    {
+        "get_job", "get_job_any", "get_jobs", "list_jobs", "next_due", "applied_migrations",
+        "job_counts", "job_series", "ping", "list_tokens",
+    }
+)  # fmt: skip
 
 #: Notification channels, each prefixed with the schema name.
 JOBS_CHANNEL = "jobs"
 DONE_CHANNEL = "done"
 CANCEL_CHANNEL = "cancel"
+#: Ids of jobs inserted or changed (state, progress), for the event stream.
+EVENTS_CHANNEL = "events"
 
 
 def check_schema_name(schema: str) -> str:
@@ -412,7 +419,7 @@ class Store:
     async def list_jobs(
         self, org_id: str, *, status: str | None, kind: str | None, queue: str | None, owner: str | None, limit: int
     ) -> list[Row]:
-        return await self.fetch("list_jobs", org_id, status, kind, queue, owner, limit)
+        return await self.fetch("list_jobs", org_id, status, kind, queue, owner, None, None, limit)
 
     async def claim(
         self, *, kinds: Sequence[str], slots: Mapping[str, int], node: str, lease_seconds: float

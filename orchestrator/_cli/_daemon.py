@@ -12,6 +12,8 @@ import argparse
 import logging
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -30,6 +32,18 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     apply_worker_settings(
         orch, concurrency=args.concurrency, queues=args.queues, shutdown_grace=args.shutdown_grace
     )
+    http = HttpSettings(args.http, args.http_body_limit) if args.http else None
+    if http is not None:
+        from .._http import parse_bind
+
+        try:
+            parse_bind(http.bind)
+        except ValueError as exc:
+            raise CliError(f"bad --http: {exc}", EXIT_USAGE) from None
+    if args.no_work:
+        if http is None:
+            raise CliError("--no-work serves only the HTTP API: give --http HOST:PORT too", EXIT_USAGE)
+        return trio.run(partial(serve, orch, args.app, http=http, work=False))
     if not orch.registry.kinds:
         raise CliError(f"--app {args.app!r} registers no job kinds: a worker needs at least one @orch.job", EXIT_USAGE)
     if isinstance(orch.queues, Mapping):
@@ -49,15 +63,42 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             args.app,
             ",".join(orch.registry.queues),
         )
-    return trio.run(serve, orch, args.app)
+    return trio.run(partial(serve, orch, args.app, http=http))
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """What ``--http`` and ``--http-body-limit`` asked for."""
+
+    bind: str
+    body_limit: int
+
+
+async def _start_http(
+    nursery: trio.Nursery, orch: Orchestrator, http: HttpSettings | None, stop: trio.Event
+) -> list[str]:
+    """Start serving HTTP in ``nursery`` until ``stop``; the addresses it listens on."""
+    if http is None:
+        return []
+    from .._http import serve_http
+
+    addresses: list[str] = await nursery.start(
+        partial(serve_http, orch, http.bind, body_limit=http.body_limit, shutdown_trigger=stop.wait)
+    )
+    return addresses
 
 
 def _render_limits(limits: Mapping[str, int]) -> str:
     return ",".join(f"{queue}={limit}" for queue, limit in limits.items())
 
 
-async def serve(orch: Orchestrator, app: str = "") -> int:
+async def serve(orch: Orchestrator, app: str = "", *, http: HttpSettings | None = None, work: bool = True) -> int:
     """Run a worker until SIGINT or SIGTERM; then stop cleanly; return 0.
+
+    With ``http``, the same trio run also serves the HTTP API, the event
+    stream, the dashboard and /healthz; it stops (open requests get a short
+    grace) before the worker drains. With ``work=False`` nothing is claimed:
+    the process only serves HTTP, a producer in front of worker daemons.
 
     The first signal stops claiming: running jobs get ``orch.shutdown_grace``
     seconds to finish (leaving ``orch.running()`` does that), then the
@@ -127,20 +168,22 @@ async def serve(orch: Orchestrator, app: str = "") -> int:
             with startup:
                 url = await resolve_database(orch)
                 with naming_database(url):
-                    async with orch.running():
+                    async with orch.running(work=work), trio.open_nursery() as http_nursery:
+                        addresses = await _start_http(http_nursery, orch, http, stop)
                         started = True
-                        limits = orch.queue_limits()
+                        limits = orch.queue_limits() if work else {}
                         logger.info(
                             "worker %s started: app=%s kinds=%s queues=%s concurrency=%d shutdown_grace=%gs "
-                            "schema=%s database=%s",
+                            "schema=%s database=%s http=%s",
                             orch.node_id,
                             app or "-",
-                            ",".join(orch.registry.kinds),
+                            ",".join(orch.registry.kinds) if work else "- (--no-work)",
                             _render_limits(limits),
                             orch.concurrency,
                             orch.shutdown_grace,
                             orch.schema,
                             redact_url(url),
+                            ",".join(addresses) or "-",
                             extra={
                                 "event": "worker.started",
                                 "node": orch.node_id,
@@ -151,6 +194,8 @@ async def serve(orch: Orchestrator, app: str = "") -> int:
                                 "shutdown_grace": orch.shutdown_grace,
                                 "schema": orch.schema,
                                 "database": redact_url(url),
+                                "http": addresses,
+                                "work": work,
                             },
                         )
                         # Leaving running() drains: no more claims, the grace,

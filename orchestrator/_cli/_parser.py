@@ -21,6 +21,7 @@ from .._app import (
     parse_queues,
     parse_shutdown_grace,
 )
+from .._tokens import parse_positive_seconds
 from .._lifecycle import JobState
 from .._logging import LOG_FORMATS, LOG_LEVELS
 from .._orchestrator import DATABASE_URL_ENV
@@ -43,6 +44,7 @@ def _argument(parse: Callable[[str], T], name: str) -> Callable[[str], T]:
 
 
 _positive_int = _argument(parse_concurrency, "positive integer")
+_positive_float = _argument(parse_positive_seconds, "seconds")
 _non_negative_float = _argument(parse_shutdown_grace, "seconds")
 _queue_spec = _argument(parse_queues, "queues")
 
@@ -184,6 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: ${SHUTDOWN_GRACE_ENV}, else the app's)",
     )
 
+    run.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="also serve the HTTP API, the event stream, the dashboard at / and /healthz on this address",
+    )
+    run.add_argument(
+        "--no-work",
+        action="store_true",
+        help="claim no jobs: only serve --http (a web tier in front of worker daemons)",
+    )
+    run.add_argument(
+        "--http-body-limit",
+        type=_positive_int,
+        default=1 << 20,
+        metavar="BYTES",
+        help="largest request body the HTTP API reads; larger ones get 413 (default: 1 MiB)",
+    )
+
     submit = command("submit", "submit a job; print its id", [principal, output])
     submit.add_argument("kind", metavar="KIND", help="the job kind")
     submit.add_argument(
@@ -224,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="redraw a live table in place (default: when stdout is a terminal)",
     )
+
+    token = command("token", "manage the HTTP API's bearer tokens (only their hashes are stored)")
+    tokens = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = tokens.add_parser(
+        "create", help="create a token acting as --user in --org; print it once", parents=[common, principal, output]
+    )
+    create.add_argument("--name", metavar="NAME", help="what the token is for")
+    create.add_argument("--expires-in", type=_positive_float, metavar="SECONDS", help="lifetime (default: no expiry)")
+    listing = tokens.add_parser("list", help="list an organisation's tokens, newest first", parents=[common, output])
+    listing.add_argument("--org", required=True, metavar="ORG", help="the organisation")
+    revoke = tokens.add_parser("revoke", help="revoke a token at once", parents=[common, output])
+    revoke.add_argument("token_id", metavar="ID", help="the token's id (from create or list)")
 
     # Everything after `bench` goes to the benchmark's own parser.
     commands.add_parser("bench", help="measure throughput and latency (see `orchestrator bench --help`)", add_help=False)

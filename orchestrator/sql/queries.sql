@@ -45,18 +45,6 @@ SELECT * FROM job_status WHERE job_id = $1;
 -- Several jobs by id, for waiters re-checking after a notification or a tick.
 SELECT * FROM job_status WHERE job_id = ANY($1::uuid[]);
 
--- name: list_jobs
--- An organisation's jobs, newest first, optionally filtered by status, kind,
--- queue and owner.
-SELECT * FROM job_status
-WHERE owner_org_id = $1
-  AND ($2::text IS NULL OR status = $2::job_state)
-  AND ($3::text IS NULL OR kind = $3)
-  AND ($4::text IS NULL OR queue = $4)
-  AND ($5::text IS NULL OR owner_user_id = $5)
-ORDER BY created_at DESC, job_id
-LIMIT $6;
-
 -- name: claim_jobs
 -- Lease due jobs of the kinds this node runs, up to the free slots of each
 -- of its queues ($2 queues, $3 slots). SKIP LOCKED lets many dispatchers
@@ -317,3 +305,95 @@ SELECT name FROM schema_migrations ORDER BY name;
 
 -- name: record_migration
 INSERT INTO schema_migrations (name) VALUES ($1);
+
+-- name: list_jobs
+-- An organisation's jobs, newest first, optionally filtered by status, kind,
+-- queue and owner, after the keyset cursor ($6 created_at, $7 job_id; both
+-- null for the first page). Jobs inserted
+-- meanwhile sort before the cursor, so later pages neither repeat nor skip.
+-- $8 is the page size (a pager asks for one more row to know if a next page
+-- exists).
+SELECT * FROM job_status
+WHERE owner_org_id = $1
+  AND ($2::text IS NULL OR status = $2::job_state)
+  AND ($3::text IS NULL OR kind = $3)
+  AND ($4::text IS NULL OR queue = $4)
+  AND ($5::text IS NULL OR owner_user_id = $5)
+  AND ($6::timestamptz IS NULL OR (created_at, job_id) < ($6::timestamptz, $7::uuid))
+ORDER BY created_at DESC, job_id DESC
+LIMIT $8;
+
+-- name: job_counts
+-- How many jobs of an organisation are in each state, per queue.
+SELECT queue, status::text AS status, count(*)::bigint AS n
+FROM job_status
+WHERE owner_org_id = $1
+GROUP BY queue, status
+ORDER BY queue, status;
+
+-- name: job_series
+-- Per minute over the last $2 minutes (oldest first): jobs of an
+-- organisation finished in that minute (by outcome), and how many were
+-- waiting in the queue at its end. Only jobs unfinished, or finished within
+-- the window, can count, so old history is not scanned.
+WITH minutes AS (
+    SELECT generate_series(date_trunc('minute', clock_timestamp()) - make_interval(mins => $2 - 1),
+                           date_trunc('minute', clock_timestamp()), interval '1 minute') AS start
+),
+recent AS (
+    SELECT status, created_at, started_at, completed_at FROM job_status
+    WHERE owner_org_id = $1
+      AND (completed_at IS NULL OR completed_at >= clock_timestamp() - make_interval(mins => $2 + 1))
+)
+SELECT m.start,
+       count(*) FILTER (WHERE r.status = 'completed' AND r.completed_at >= m.start
+                        AND r.completed_at < m.start + interval '1 minute')::bigint AS completed,
+       count(*) FILTER (WHERE r.status = 'failed' AND r.completed_at >= m.start
+                        AND r.completed_at < m.start + interval '1 minute')::bigint AS failed,
+       count(*) FILTER (WHERE r.created_at < m.start + interval '1 minute'
+                        AND (r.started_at IS NULL OR r.started_at >= m.start + interval '1 minute')
+                        AND (r.completed_at IS NULL OR r.completed_at >= m.start + interval '1 minute'))::bigint AS queued
+FROM minutes m LEFT JOIN recent r ON true
+GROUP BY m.start
+ORDER BY m.start;
+
+-- name: ping
+-- The health check: the database answers.
+SELECT 1;
+
+-- name: create_token
+-- A new API token: only the hash of the secret is stored.
+INSERT INTO api_tokens (token_id, token_hash, user_id, org_id, role, name, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6,
+        CASE WHEN $7::double precision IS NULL THEN NULL
+             ELSE clock_timestamp() + make_interval(secs => $7::double precision) END)
+RETURNING token_id, user_id, org_id, role, name, created_at, expires_at, revoked_at, last_used_at;
+
+-- name: authenticate_token
+-- The principal of a live token (not revoked, not expired), if any. Marks
+-- it used, at most once a minute, so a busy client does not write per request.
+WITH live AS (
+    SELECT token_id, user_id, org_id, role FROM api_tokens
+    WHERE token_hash = $1 AND revoked_at IS NULL
+      AND (expires_at IS NULL OR expires_at > clock_timestamp())
+),
+touched AS (
+    UPDATE api_tokens t SET last_used_at = clock_timestamp()
+    FROM live
+    WHERE t.token_id = live.token_id
+      AND (t.last_used_at IS NULL OR t.last_used_at < clock_timestamp() - interval '1 minute')
+    RETURNING t.token_id
+)
+SELECT token_id, user_id, org_id, role FROM live;
+
+-- name: list_tokens
+-- An organisation's tokens, newest first (never their hashes).
+SELECT token_id, user_id, org_id, role, name, created_at, expires_at, revoked_at, last_used_at
+FROM api_tokens WHERE org_id = $1
+ORDER BY created_at DESC, token_id;
+
+-- name: revoke_token
+-- Revoke a token for good; revoking it again keeps the first time.
+UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, clock_timestamp())
+WHERE token_id = $1
+RETURNING token_id, user_id, org_id, role, name, created_at, expires_at, revoked_at, last_used_at;

@@ -47,6 +47,15 @@ async def test_migrating_from_zero_gives_the_expected_schema(empty_database_url:
         " WHERE t.typname = 'job_state' ORDER BY enumsortorder",
     )
     assert [r["enumlabel"] for r in enum] == ["queued", "active", "completed", "failed", "cancelled"]
+    token_columns = await fetch(
+        empty_database_url,
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = 'orchestrator' AND table_name = 'api_tokens'",
+    )
+    assert {c["column_name"] for c in token_columns} == {
+        "token_id", "token_hash", "user_id", "org_id", "role", "name", "created_at", "expires_at", "revoked_at",
+        "last_used_at",
+    }  # fmt: skip
     # Nothing leaked into the host application's public schema.
     public = await fetch(empty_database_url, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'")
     assert public[0]["n"] == 0
@@ -81,28 +90,22 @@ async def test_a_custom_schema_holds_every_object(empty_database_url: str) -> No
     tables = await fetch(
         empty_database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'jobs_here' ORDER BY tablename"
     )
-    assert [t["tablename"] for t in tables] == ["job_status", "nodes", "schema_migrations"]
+    assert [t["tablename"] for t in tables] == ["api_tokens", "job_status", "nodes", "schema_migrations"]
 
 
-async def test_jobs_ending_in_one_statement_are_announced_in_few_notifications(database_url: str) -> None:
+async def announced(url: str, channel: str, *statements: str) -> list[str]:
+    """The payloads of the notifications on ``channel`` that ``statements`` sent."""
     import asyncpg
     import trio_asyncio
 
     async def scenario() -> list[str]:
         received: list[str] = []
-        listener = await asyncpg.connect(database_url)
-        writer = await asyncpg.connect(database_url)
+        listener = await asyncpg.connect(url)
+        writer = await asyncpg.connect(url)
         try:
-            await listener.add_listener("orchestrator_done", lambda *args: received.append(args[3]))
-            await writer.execute(
-                "SELECT orchestrator.submit_job('k', '{}', 'alice', 'acme') FROM generate_series(1, 250)"
-            )
-            # One statement ends all 250 jobs.
-            await writer.execute(
-                "UPDATE orchestrator.job_status SET status = 'cancelled', completed_at = created_at + interval '1 s'"
-            )
-            # A statement that ends nothing announces nothing.
-            await writer.execute("UPDATE orchestrator.job_status SET progress = 0")
+            await listener.add_listener(channel, lambda *args: received.append(args[3]))
+            for statement in statements:
+                await writer.execute(statement)
             await listener.execute("SELECT 1")  # delivers what is pending
             return received
         finally:
@@ -110,8 +113,37 @@ async def test_jobs_ending_in_one_statement_are_announced_in_few_notifications(d
             await writer.close()
 
     async with trio_asyncio.open_loop():
-        payloads = await trio_asyncio.aio_as_trio(scenario)()
+        payloads: list[str] = await trio_asyncio.aio_as_trio(scenario)()
+        return payloads
+
+
+async def test_jobs_ending_in_one_statement_are_announced_in_few_notifications(database_url: str) -> None:
+    payloads = await announced(
+        database_url,
+        "orchestrator_done",
+        "SELECT orchestrator.submit_job('k', '{}', 'alice', 'acme') FROM generate_series(1, 250)",
+        # One statement ends all 250 jobs.
+        "UPDATE orchestrator.job_status SET status = 'cancelled', completed_at = created_at + interval '1 s'",
+        # A statement that ends nothing announces nothing.
+        "UPDATE orchestrator.job_status SET progress = 0",
+    )
     ids = [i for p in payloads for i in p.split(",")]
     rows = await fetch(database_url, "SELECT job_id::text AS id FROM orchestrator.job_status")
     assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == 250
     assert sorted(len(p.split(",")) for p in payloads) == [50, 200]
+
+
+async def test_jobs_changed_in_one_statement_are_announced_as_events_except_lease_renewals(database_url: str) -> None:
+    payloads = await announced(
+        database_url,
+        "orchestrator_events",
+        "INSERT INTO orchestrator.job_status (job_id, kind, payload, owner_user_id, owner_org_id, run_at, created_at)"
+        " SELECT gen_random_uuid(), 'k', '{}', 'alice', 'acme', now(), now() FROM generate_series(1, 250)",
+        # Touching neither state nor progress (a lease renewal) announces nothing.
+        "UPDATE orchestrator.job_status SET lease_expires_at = now()",
+        "UPDATE orchestrator.job_status SET progress = 0.5",
+    )
+    rows = await fetch(database_url, "SELECT job_id::text AS id FROM orchestrator.job_status")
+    assert sorted(len(p.split(",")) for p in payloads) == [50, 50, 200, 200]
+    ids = [i for p in payloads for i in p.split(",")]
+    assert sorted(ids) == sorted(2 * [r["id"] for r in rows])
