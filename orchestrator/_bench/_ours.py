@@ -130,15 +130,17 @@ async def open_workers(url: str, db: BenchDb, s: Settings, count: int = 1) -> As
 async def process(url: str, db: BenchDb, s: Settings, n: int, *, workers: int = 1) -> dict[str, Any]:
     """Let ``workers`` workers drain the ``n`` queued no-op jobs; the processing figures."""
     backends_before = cpu_of(int(r[0]) for r in await db.fetch("backend_pids"))
+    db_pid = int(await db.fetchval("own_pid"))
     deadline = trio.current_time() + PROCESS_TIMEOUT
-    async with open_workers(url, db, s, workers) as running:
-        while (done := int(await db.fetchval("count_completed"))) < n:
+    async with open_workers(url, db, s, workers) as running, open_bench_db(url, s.schema) as inner:
+        # A store opened inside another's trio-asyncio loop must be used there.
+        while (done := int(await inner.fetchval("count_completed"))) < n:
             running.check_alive()
             if trio.current_time() > deadline:
                 raise RuntimeError(f"processing timed out ({done}/{n} done)")
             await trio.sleep(0.05)
-        last_done = float(await db.fetchval("last_completed"))
-        backends_after = cpu_of(int(r[0]) for r in await db.fetch("backend_pids"))
+        last_done = float(await inner.fetchval("last_completed"))
+        backends_after = cpu_of(int(r[0]) for r in await inner.fetch("backend_pids") if int(r[0]) != db_pid)
         worker_cpu_end = cpu_of(running.pids)
     firsts = [r.get("first") or {} for r in running.reports]
     out: dict[str, Any] = {}
@@ -179,7 +181,9 @@ def _enqueue_from_asyncio(url: str, schema: str, n: int) -> float:
     return asyncio.run(main())
 
 
-async def enqueue_phases(orch: BenchOrchestrator, db: BenchDb, url: str, s: Settings, progress: Progress) -> tuple[dict[str, Any], list[uuid.UUID]]:
+async def enqueue_phases(
+    orch: BenchOrchestrator, url: str, s: Settings, progress: Progress
+) -> tuple[dict[str, Any], list[uuid.UUID]]:
     out: dict[str, Any] = {}
     n = s.jobs
     progress(f"enqueue {n} one by one (trio)")
@@ -187,10 +191,12 @@ async def enqueue_phases(orch: BenchOrchestrator, db: BenchDb, url: str, s: Sett
     for i in range(n):
         await orch.submit("noop", i, owner=OWNER)
     out["enqueue_single_jobs_s"] = n / (time.perf_counter() - t0)
-    await db.fetch("truncate_jobs")
+    async with open_bench_db(url, s.schema) as db:
+        await db.fetch("truncate_jobs")
     progress(f"enqueue {n} one by one (asyncio Client)")
     out["enqueue_single_asyncio_jobs_s"] = await trio.to_thread.run_sync(_enqueue_from_asyncio, url, s.schema, n)
-    await db.fetch("truncate_jobs")
+    async with open_bench_db(url, s.schema) as db:
+        await db.fetch("truncate_jobs")
     progress(f"enqueue {n} in batches of {s.batch}")
     ids: list[uuid.UUID] = []
     t0 = time.perf_counter()
@@ -225,10 +231,12 @@ async def latency_phases(url: str, db: BenchDb, s: Settings, progress: Progress)
     calls: list[float] = []
     cancels: list[tuple[uuid.UUID, float, float, float]] = []
     async with open_workers(url, db, s) as running:
-        listening = await _wait_listening(db, running)
+        listening = await _wait_listening(db, running) if s.worker == "daemon" else True
         await trio.sleep(0.5)
         producer = build(url, schema=s.schema)
         async with producer.running(work=False, migrate=False):
+            # Calls from this task must stay in the producer's trio-asyncio loop.
+            db = BenchDb(producer.store)
             total = s.lat_warmup + s.lat_reps
             for k in range(total):
                 progress(f"latency {k + 1}/{total}")
@@ -292,7 +300,7 @@ async def run_ours(server_url: str, s: Settings, progress: Progress = _no_progre
     async with fresh_database(server_url) as url, open_bench_db(url, s.schema) as db:
         producer = build(url, schema=s.schema)
         async with producer.running(work=False):  # migrates the fresh database
-            figures, _ = await enqueue_phases(producer, db, url, s, progress)
+            figures, _ = await enqueue_phases(producer, url, s, progress)
             out.update(figures)
         if s.analyze:
             await db.fetch("analyze_jobs")

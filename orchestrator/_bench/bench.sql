@@ -76,3 +76,6 @@ FROM generate_series(1, $1::int) AS i,
 
 -- name: count_queued
 SELECT count(*) FROM job_status WHERE status = 'queued';
+
+-- name: own_pid
+SELECT pg_backend_pid();
