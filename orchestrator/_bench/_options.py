@@ -6,7 +6,7 @@ import argparse
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ._server import default_server_dir
 
@@ -89,8 +89,15 @@ def default_shared_dir(*parts: str) -> Path:
     return main if main.exists() else candidate
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr, exit 2 (the usage is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="orchestrator bench",
         description=DESCRIPTION,
         epilog=EPILOG,
