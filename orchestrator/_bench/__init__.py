@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import urllib.parse
 from typing import Any
@@ -54,15 +53,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         schema=args.schema,
         analyze=args.analyze,
     )
-
-
-def _actor_probe(what: str, n: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "orchestrator._bench._actors_probe", what, str(n)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
 
 
 async def _run(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:

@@ -18,8 +18,8 @@ import trio
 
 from ._app import build
 from ._db import open_bench_db
-from ._ours import OWNER, Progress, Settings, fresh_database, process
-from ._render import format_number, render_table
+from ._ours import OWNER, Settings, fresh_database, process
+from ._render import Progress, format_number, render_table
 
 TELLS_TARGET = 300_000
 ACTORS_MEMORY_TARGET = 1 << 30
