@@ -18,6 +18,7 @@ import trio
 from .._errors import DatabaseUnavailable
 from ._options import add_arguments as add_arguments
 from ._options import build_parser
+from ._peers import PeersUnavailable
 from ._ours import Settings, nan_to_none, run_ours
 from ._render import Progress, comparison_table
 
@@ -69,11 +70,29 @@ async def _run(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     try:
         s = settings_from(args)
         if not args.scale_only:
-            runs = []
+            from ._options import default_shared_dir
+            from ._peers import check_peers, run_floor, run_peer
+
+            peers_dir = args.peers_dir or default_shared_dir("bench", "peers")
+            names = (args.peer_names or ["procrastinate", "pgqueuer"]) if args.peers else []
+            if names:
+                check_peers(peers_dir)
+            runs: list[dict[str, Any]] = []
+            peers: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
             for r in range(args.runs):
                 progress.section(f"run {r + 1}/{args.runs} trio_orchestrator")
                 runs.append(nan_to_none(await run_ours(url, s, progress)))
+                for name in names:  # interleaved with ours, on the same server
+                    progress.section(f"run {r + 1}/{args.runs} {name}")
+                    peers[name].append(await run_peer(name, peers_dir, url, s))
             out["runs"] = runs
+            if peers:
+                out["peers"] = peers
+            if args.sql_floor:
+                progress.section("SQL floor")
+                floor = await run_floor(args.floor_script or default_shared_dir("bench", "floor", "sql_floor.py"), url, s)
+                ours = sorted(r["process_jobs_s"] for r in runs)[len(runs) // 2]
+                out["floor"] = [{**f, "ours_fraction": ours / f["jobs_per_s"]} for f in floor]
         if args.scale or args.scale_only:
             from ._scale import run_scale
 
@@ -89,6 +108,9 @@ def render(out: dict[str, Any]) -> str:
     parts = [f"server: {out['server']['url']}"]
     if out.get("runs"):
         parts.append(comparison_table(out["runs"], out.get("peers", {})))
+    if out.get("floor"):
+        parts.append("SQL floor (ours = processing jobs/s as a fraction of it)\n" + "\n".join(
+            f"  {f['mode']:6} {f['jobs_per_s']:>8,} jobs/s  ours {f['ours_fraction']:.2f}" for f in out["floor"]))
     if out.get("scale"):
         from ._scale import render_scale
 
@@ -102,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
     args.resolved_url = None
     try:
         out = trio.run(_run, args, progress)
+    except PeersUnavailable as exc:
+        progress.done()
+        print(f"orchestrator bench: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (DatabaseUnavailable, BaseExceptionGroup) as exc:
         leaf = _sole(exc)
         progress.done()
