@@ -27,6 +27,7 @@ from .._errors import DatabaseUnavailable
 from .._models import CancelOutcome, JobRecord, Principal
 from .._orchestrator import NotRunning, Orchestrator
 from .._paging import PAGE_LIMIT, JobPage, list_jobs_page
+from .._validation import MAX_ATTEMPTS_LIMIT, MAX_DELAY_SECONDS, MAX_NAME_CHARS, MAX_UNIQUE_KEY_CHARS
 from .auth import caller_dependency
 from .errors import ErrorBody, install_error_handlers
 from .events import EventHub
@@ -43,13 +44,18 @@ class SubmitRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(min_length=1, max_length=200)
+    # Types are checked strictly here (JSON ``true`` is not the priority 1);
+    # the bounds are the shared submission boundary's, so that OpenAPI shows
+    # them and every entry point refuses the same values.
+    kind: str = Field(min_length=1, max_length=MAX_NAME_CHARS, strict=True)
     payload: Any = None
-    delay: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="seconds before it may run")
-    priority: int | None = Field(default=None, ge=-(2**31), lt=2**31)
-    max_attempts: int | None = Field(default=None, ge=1, lt=2**31)
-    queue: str | None = Field(default=None, min_length=1, max_length=200)
-    unique_key: str | None = Field(default=None, min_length=1, max_length=200)
+    delay: float = Field(
+        default=0.0, ge=0, le=MAX_DELAY_SECONDS, allow_inf_nan=False, strict=True, description="seconds before it may run"
+    )
+    priority: int | None = Field(default=None, ge=-(2**31), lt=2**31, strict=True)
+    max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT, strict=True)
+    queue: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS, strict=True)
+    unique_key: str | None = Field(default=None, min_length=1, max_length=MAX_UNIQUE_KEY_CHARS, strict=True)
 
 
 class Me(BaseModel):

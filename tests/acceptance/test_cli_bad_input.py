@@ -13,11 +13,6 @@ from tests.acceptance.test_cli import ALICE, APP, UNREACHABLE, Result, cli, coun
 #: An error line may quote a prefix of the input, never the whole of a huge one.
 SHORT = 400
 
-NEEDS_THE_BOUNDARY = pytest.mark.xfail(
-    reason="needs the library validation boundary from main (InvalidInput for ranges and NUL)", strict=False
-)
-
-
 def refused(result: Result, field: str) -> str:
     assert result.code == 2, result
     line = one_error_line(result)
@@ -69,19 +64,16 @@ async def test_a_well_formed_but_unreachable_database_still_exits_6() -> None:
     assert "database unavailable" in one_error_line(result)
 
 
-@NEEDS_THE_BOUNDARY
 async def test_an_out_of_range_priority_exits_2(database_url: str) -> None:
     refused(await submit(database_url, "resize", '{"width": 1, "height": 2}', "--priority", "99999999999"), "priority")
     assert await count_jobs(database_url) == 0
 
 
-@NEEDS_THE_BOUNDARY
 async def test_an_out_of_range_delay_exits_2(database_url: str) -> None:
     refused(await submit(database_url, "resize", '{"width": 1, "height": 2}', "--delay", "1e12"), "delay")
     assert await count_jobs(database_url) == 0
 
 
-@NEEDS_THE_BOUNDARY
 async def test_a_nul_character_in_the_payload_exits_2(database_url: str) -> None:
     refused(await submit(database_url, "explode", json.dumps({"reason": "a\u0000b"})), "payload")
     assert await count_jobs(database_url) == 0
