@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .._app import (
     CONCURRENCY_ENV,
@@ -125,6 +125,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     )
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one short line on stderr, exit 2, as every bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _add_global_options(common, suppress=True)
@@ -140,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="orchestrator",
         description="trio-orchestrator: jobs on PostgreSQL, run by actors on trio.",
         epilog=_EXIT_CODES_HELP + "\n" + _ENVIRONMENT_HELP,

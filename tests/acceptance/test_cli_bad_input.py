@@ -77,3 +77,30 @@ async def test_an_out_of_range_delay_exits_2(database_url: str) -> None:
 async def test_a_nul_character_in_the_payload_exits_2(database_url: str) -> None:
     refused(await submit(database_url, "explode", json.dumps({"reason": "a\u0000b"})), "payload")
     assert await count_jobs(database_url) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "more", "field"),
+    [
+        ("resize", '{"width": NaN, "height": 2}', [], "width"),
+        ("resize", '{"width": 1e400, "height": 2}', [], "width"),
+        ("resize", '{"width": 1, "height": 2}', ["--queue", ""], "queue"),
+        ("resize", '{"width": 1, "height": 2}', ["--delay", "-5"], "--delay"),
+        ("resize", '{"width": 1, "height": 2}', ["--delay", "nan"], "--delay"),
+        ("resize", '{"width": 1, "height": 2}', ["--max-attempts", "0"], "--max-attempts"),
+        ("resize", '{"width": 1, "height": 2}', ["--priority", "true"], "--priority"),
+        ("res\x01ize", "{}", [], "kind"),
+        ("k" * 10_000, "{}", [], "kind"),
+    ],
+)
+async def test_other_hostile_submissions_exit_2_naming_the_field(
+    database_url: str, kind: str, payload: str, more: list[str], field: str
+) -> None:
+    line = refused(await submit(database_url, kind, payload, *more), field)
+    assert "\x01" not in line, "a control character is shown escaped"
+    assert await count_jobs(database_url) == 0
+
+
+async def test_a_huge_job_id_is_refused_with_a_prefix_of_it(database_url: str) -> None:
+    line = refused(await cli(database_url, "status", "x" * 10_000, *ALICE), "job_id")
+    assert "10002 characters" in line
