@@ -67,6 +67,8 @@ def _read_payload(text: str) -> Any:
         raise CliError(f"invalid payload: PAYLOAD_JSON is not valid JSON: {exc} (in {quote_prefix(text)})", EXIT_USAGE) from None
     except RecursionError:
         raise CliError(f"invalid payload: PAYLOAD_JSON is nested too deeply (in {quote_prefix(text)})", EXIT_USAGE) from None
+    except ValueError as exc:  # an integer longer than Python converts
+        raise CliError(f"invalid payload: PAYLOAD_JSON holds a number Python cannot read: {exc}", EXIT_USAGE) from None
 
 
 def cmd_submit(args: argparse.Namespace, extras: list[str]) -> int:

@@ -133,10 +133,10 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _OneLineErrors(add_help=False)
     _add_global_options(common, suppress=True)
 
-    principal = argparse.ArgumentParser(add_help=False)
+    principal = _OneLineErrors(add_help=False)
     who = principal.add_argument_group("who is acting")
     who.add_argument("--user", metavar="USER", help=f"user id (default: ${USER_ENV})")
     who.add_argument("--org", metavar="ORG", help=f"organisation id (default: ${ORG_ENV})")
@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--role", choices=["member", "admin"], help=f"role in the organisation (default: ${ROLE_ENV}, else member)"
     )
 
-    output = argparse.ArgumentParser(add_help=False)
+    output = _OneLineErrors(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     parser = _OneLineErrors(
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
-        name: str, help: str, parents: Sequence[argparse.ArgumentParser] = (), epilog: str = ""
+        name: str, help: str, parents: Sequence[_OneLineErrors] = (), epilog: str = ""
     ) -> argparse.ArgumentParser:
         return commands.add_parser(
             name,

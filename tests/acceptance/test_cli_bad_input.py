@@ -84,6 +84,7 @@ async def test_a_nul_character_in_the_payload_exits_2(database_url: str) -> None
     [
         ("resize", '{"width": NaN, "height": 2}', [], "width"),
         ("resize", '{"width": 1e400, "height": 2}', [], "width"),
+        ("resize", '{"width": ' + "9" * 5000 + ', "height": 2}', [], "payload"),
         ("resize", '{"width": 1, "height": 2}', ["--queue", ""], "queue"),
         ("resize", '{"width": 1, "height": 2}', ["--delay", "-5"], "--delay"),
         ("resize", '{"width": 1, "height": 2}', ["--delay", "nan"], "--delay"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 import json
 from collections.abc import AsyncIterator
@@ -44,7 +43,6 @@ async def next_event(events: AsyncIterator[tuple[str, Any]], name: str = "job") 
     raise AssertionError("the stream ended")
 
 
-@pytest.mark.xfail(reason="failed once after merging http with the validation boundary; not yet diagnosed", strict=False)
 async def test_the_stream_carries_state_changes_and_progress_of_the_callers_organisation_only(
     database_url: str,
 ) -> None:
@@ -71,7 +69,12 @@ async def test_the_stream_carries_state_changes_and_progress_of_the_callers_orga
                 record = await next_event(events)
                 assert record["id"] == job["id"]
                 seen.append((record["state"], record["progress"]))
-    assert seen[0] == ("queued", 0.0)
+    # An event carries the job as it is when the hub reads it, so a worker
+    # quick to claim can make the first one read ``active`` (the queued
+    # event itself is checked by the producer-only reconnect test below).
+    order = ["queued", "active", "completed"]
+    assert seen[0][0] in ("queued", "active"), seen
+    assert [order.index(state) for state, _ in seen] == sorted(order.index(state) for state, _ in seen), seen
     assert ("active", 0.5) in seen and seen[-1] == ("completed", 1.0)
     assert theirs["owner"]["org_id"] == "evil-corp"
 
