@@ -24,9 +24,9 @@ from actors import ActorDead, ActorRef, MailboxFull, Restart, Supervisor
 
 from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
 from ._job_actor import CancelRequested, JobActor, JobMessage, LeaseLost, ReleaseJob
+from ._claimed import ClaimedJob
 from ._jobs import Registry
 from ._lifecycle import JobState
-from ._models import JobRecord
 from ._validation import UndecodableJSON
 from ._store import Row, Store, retry_unavailable
 from ._writer import TransitionWriter
@@ -226,9 +226,7 @@ class Dispatcher:
             if free >= batch or (free > 0 and (ticked or overdue or not self._running)):
                 last_claim = trio.current_time()
                 try:
-                    rows = await self._store.claim(
-                        kinds=kinds, slots=slots, node=self.node_id, lease_seconds=self._lease_seconds
-                    )
+                    rows = await self._claim(kinds, slots)
                 except DatabaseUnavailable as exc:
                     logger.warning("claim failed, database unavailable: %s", exc)
                     rows = []
@@ -239,7 +237,6 @@ class Dispatcher:
                     rows = []
                 self.claimed += len(rows)
                 self.claims += 1
-                await self._start_claimed(rows)
                 if len(rows) == free:
                     ticked = False
                     continue
@@ -251,6 +248,36 @@ class Dispatcher:
             with trio.move_on_after(wait) as waited:
                 await self._wakeup.wait()
             ticked = waited.cancelled_caught
+
+    async def _claim(self, kinds: list[str], slots: dict[str, int]) -> list[Row]:
+        """Claim up to ``slots`` jobs and start an actor for each.
+
+        The claim marks its rows ``active``: an answer lost to cancellation
+        would leave them started with nobody running them, so the statement
+        and the spawning run shielded (bounded by the lease), and what was
+        claimed after this node began to stop is given back unstarted.
+        """
+        with trio.CancelScope(shield=True), trio.move_on_after(self._lease_seconds):
+            rows = await self._store.claim(
+                kinds=kinds, slots=slots, node=self.node_id, lease_seconds=self._lease_seconds
+            )
+            if self._claiming.cancel_called:
+                await self._release_unstarted(rows)
+                return []
+            await self._start_claimed(rows)
+            return rows
+        return []
+
+    async def _release_unstarted(self, rows: list[Row]) -> None:
+        try:
+            await retry_unavailable(
+                "releasing unstarted jobs",
+                self._store.release_unstarted,
+                [(r["job_id"], r["lease_token"], r["previous_started_at"]) for r in rows],
+            )
+        except StoreError as exc:
+            # Left leased: the rescuer deals with them when the lease ends.
+            self._log_store_error("releasing unstarted jobs", exc)
 
     async def _until_next_due(self, kinds: list[str], queues: list[str]) -> float:
         try:
@@ -274,10 +301,10 @@ class Dispatcher:
         unusable: list[tuple[uuid.UUID, int, str]] = []
         for row in rows:
             try:
-                job = JobRecord.from_row(row)
+                job = ClaimedJob.from_row(row)
                 if isinstance(job.payload, UndecodableJSON):
                     raise ValueError(f"payload cannot be decoded ({job.payload.reason})")
-                await self._spawn(job, row["lease_token"])
+                await self._spawn(job)
             except Exception as exc:
                 reason = f"this job cannot be run: {type(exc).__name__}: {str(exc)[:300]}"
                 logger.error("job %s: %s; failing it", row["job_id"], reason)
@@ -315,20 +342,20 @@ class Dispatcher:
             self._reported.add(key)
             logger.error("%s failed: %s (the worker keeps serving)", what, exc)
 
-    async def _spawn(self, job: JobRecord, token: int) -> None:
+    async def _spawn(self, job: ClaimedJob) -> None:
         definition = self._registry.get(job.kind)
         ref: ActorRef[JobMessage] = await self._supervisor.spawn(
-            lambda: JobActor(job, token, definition, self._writer, self._store, self._clock, self._job_exited),
+            lambda: JobActor(job, definition, self._writer, self._store, self._clock, self._job_exited),
             name=f"job-{job.id}",
             mailbox_size=16,
             restart=Restart.TEMPORARY,
         )
         if ref.is_alive:
-            self._running[job.id] = _Running(ref, token, job.queue)
+            self._running[job.id] = _Running(ref, job.lease_token, job.queue)
             if self._all_exited.is_set():
                 self._all_exited = trio.Event()
 
-    def _job_exited(self, job: JobRecord, state: JobState) -> None:
+    def _job_exited(self, job: ClaimedJob, state: JobState) -> None:
         self._running.pop(job.id, None)
         self._on_job_exit(job.id, state)
         if not self._running:
