@@ -10,7 +10,6 @@ cancel requests it may have missed.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import uuid
@@ -77,8 +76,6 @@ class Dispatcher:
         poll_interval: seconds between claims when no notification comes.
         lease_seconds: how long a claim holds without a heartbeat.
         on_job_exit: called when a job leaves this node (ended or requeued).
-        claim_window: seconds a freed slot may wait for others to free, so
-            that one claim fills several.
     """
 
     def __init__(
@@ -95,7 +92,6 @@ class Dispatcher:
         lease_seconds: float,
         clock: Clock,
         on_job_exit: Callable[[uuid.UUID, JobState], None],
-        claim_window: float = 0.05,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -111,7 +107,6 @@ class Dispatcher:
         self._queue_limits = dict(queue_limits)
         self._poll_interval = poll_interval
         self._lease_seconds = lease_seconds
-        self._coalesce = claim_window
         self._clock = clock
         self._on_job_exit = on_job_exit
         self._running: dict[uuid.UUID, _Running] = {}
@@ -206,15 +201,9 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         kinds = self._registry.kinds
-        # Claiming for every slot that frees costs a statement per job. A
-        # claim waits until a fifth of the slots are free (or none is busy),
-        # so one statement claims several jobs, but never longer than the
-        # coalescing window after the previous claim: a slot freed among
-        # long-running jobs is filled within that window, not at the poll.
-        batch = max(1, self._concurrency // 5)
-        window = min(self._coalesce, self._poll_interval)
-        last_claim = -math.inf
-        ticked = True
+        # No timer between a freed slot and its claim (G3): a claim runs as
+        # soon as a slot is free, and takes whatever else came free while
+        # the previous one ran, the way the writer batches.
         while True:
             # A wake-up that arrives while claiming must not be lost, so the
             # event is renewed before the claim, not after it.
@@ -222,9 +211,7 @@ class Dispatcher:
             slots = self._slots()
             free = sum(slots.values())
             wait = self._poll_interval
-            overdue = trio.current_time() - last_claim >= window
-            if free >= batch or (free > 0 and (ticked or overdue or not self._running)):
-                last_claim = trio.current_time()
+            if free > 0:
                 try:
                     rows = await self._claim(kinds, slots)
                 except DatabaseUnavailable as exc:
@@ -238,16 +225,12 @@ class Dispatcher:
                 self.claimed += len(rows)
                 self.claims += 1
                 if len(rows) == free:
-                    ticked = False
+                    # Every free slot was filled: more may be due.
                     continue
                 if not rows:
                     wait = await self._until_next_due(kinds, list(self._queue_limits))
-            elif free > 0:
-                wait = max(0.0, last_claim + window - trio.current_time())
-            ticked = False
-            with trio.move_on_after(wait) as waited:
+            with trio.move_on_after(wait):
                 await self._wakeup.wait()
-            ticked = waited.cancelled_caught
 
     async def _claim(self, kinds: list[str], slots: dict[str, int]) -> list[Row]:
         """Claim up to ``slots`` jobs and start an actor for each.
