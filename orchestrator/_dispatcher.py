@@ -28,6 +28,7 @@ from ._jobs import Registry
 from ._lifecycle import JobState
 from ._validation import UndecodableJSON
 from ._store import Row, Store, retry_unavailable
+from ._summary import SUMMARY_INTERVAL, Summary
 from ._writer import TransitionWriter
 
 logger = logging.getLogger("orchestrator.dispatcher")
@@ -76,6 +77,7 @@ class Dispatcher:
         poll_interval: seconds between claims when no notification comes.
         lease_seconds: how long a claim holds without a heartbeat.
         on_job_exit: called when a job leaves this node (ended or requeued).
+        summary_interval: seconds between the INFO summary lines.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Dispatcher:
         lease_seconds: float,
         clock: Clock,
         on_job_exit: Callable[[uuid.UUID, JobState], None],
+        summary_interval: float = SUMMARY_INTERVAL,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -121,6 +124,8 @@ class Dispatcher:
         self.rescued = 0
         self.quarantined = 0
         self._reported: set[str] = set()
+        self.summary = Summary()
+        self._summary_interval = summary_interval
 
     @property
     def running(self) -> int:
@@ -151,6 +156,7 @@ class Dispatcher:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self.summary.run, self._summary_interval)
                 task_status.started()
                 with self._claiming:
                     await self._claim_loop()
@@ -223,6 +229,7 @@ class Dispatcher:
                     self._log_store_error("claiming", exc)
                     rows = []
                 self.claimed += len(rows)
+                self.summary.claimed += len(rows)
                 self.claims += 1
                 if len(rows) == free:
                     # Every free slot was filled: more may be due.
@@ -328,7 +335,9 @@ class Dispatcher:
     async def _spawn(self, job: ClaimedJob) -> None:
         definition = self._registry.get(job.kind)
         ref: ActorRef[JobMessage] = await self._supervisor.spawn(
-            lambda: JobActor(job, definition, self._writer, self._store, self._clock, self._job_exited),
+            lambda: JobActor(
+                job, definition, self._writer, self._store, self._clock, self._job_exited, self.summary
+            ),
             name=f"job-{job.id}",
             mailbox_size=16,
             restart=Restart.TEMPORARY,
@@ -372,6 +381,7 @@ class Dispatcher:
                 self.deliver_cancel(job_id)
         rescued = await self._store.rescue_expired()
         self.rescued += len(rescued)
+        self.summary.rescued += len(rescued)
         for row in rescued:
             logger.warning(
                 "job %s rescued from node %s whose lease expired: %s", row["job_id"], row["rescued_from"], row["outcome"]

@@ -41,6 +41,7 @@ from ._claimed import ClaimedJob
 from ._errors import InvalidInput, StoreError
 from ._jobs import JobContext, JobDefinition
 from ._models import JobRecord
+from ._summary import Summary
 from ._store import Store, TransitionRow, retry_unavailable
 from ._validation import PayloadLimits, check_json
 from ._writer import TransitionWriter
@@ -136,6 +137,8 @@ class JobActor(Actor[JobMessage]):
         clock: wall clock for timestamps (stamped monotonic per job).
         on_exit: called once when the actor stops, with the job's last
             known state.
+        summary: where the attempt's end is counted for the worker's
+            summary line.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class JobActor(Actor[JobMessage]):
         store: Store,
         clock: Clock,
         on_exit: Callable[[ClaimedJob, JobState], None],
+        summary: Summary,
     ) -> None:
         self.job = job
         self._token = job.lease_token
@@ -154,6 +158,8 @@ class JobActor(Actor[JobMessage]):
         self._store = store
         self._clock = clock
         self._on_exit = on_exit
+        self._summary = summary
+        self._began = 0.0
         self._snapshot: Snapshot = job.snapshot()
         self._handler_scope: trio.CancelScope | None = None
         self._finished = False
@@ -165,7 +171,9 @@ class JobActor(Actor[JobMessage]):
 
     async def on_start(self) -> None:
         # ``active`` is durable already (the claim committed it).
-        self._log_event("active", JobState.QUEUED, JobState.ACTIVE, self.job.attempt)
+        self._began = trio.current_time()
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log_event("active", JobState.QUEUED, JobState.ACTIVE, self.job.attempt)
         self.nursery.start_soon(self._run_handler)
 
     async def on_stop(self) -> None:
@@ -193,8 +201,6 @@ class JobActor(Actor[JobMessage]):
             case ReleaseJob():
                 self._cancel_handler()
                 outcome = await self._settle(Release(self._clock()))
-                if outcome.applied:
-                    logger.info("job %s released back to the queue: this node is stopping", self.job.id)
                 return outcome
             case LeaseLost():
                 logger.warning("job %s: lease lost; handler cancelled, nothing written", self.job.id)
@@ -260,12 +266,15 @@ class JobActor(Actor[JobMessage]):
         event = "retry" if after.state is JobState.QUEUED and after.attempt > before.attempt else after.state.value
         if after.state is JobState.QUEUED and after.attempt == before.attempt:
             event = "released"
-        self._log_event(event, before.state, after.state, after.attempt)
+        # Counted for the INFO summary line; one record per job only at DEBUG.
+        self._summary.ended("retried" if event == "retry" else event, trio.current_time() - self._began)
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log_event(event, before.state, after.state, after.attempt)
 
     def _log_event(self, event: str, before: JobState, after: JobState, attempt: int) -> None:
-        # One line per lifecycle event; the fields let a JSON log formatter
-        # emit them as keys.
-        logger.info(
+        # One DEBUG line per lifecycle event; the fields let a JSON log
+        # formatter emit them as keys.
+        logger.debug(
             "job %s %s: %s -> %s (attempt %d/%d)",
             self.job.id,
             self.job.kind,
@@ -349,7 +358,8 @@ class JobActor(Actor[JobMessage]):
                     {"type": "Timeout", "message": f"attempt ran over its timeout of {definition.timeout}s"}
                 )
             except Exception as exc:
-                logger.info("job %s (%s) attempt %d raised %r", self.job.id, self.job.kind, self.job.attempt, exc)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("job %s (%s) attempt %d raised %r", self.job.id, self.job.kind, self.job.attempt, exc)
                 outcome = HandlerRaised(describe_error(exc), retryable=_is_retryable(exc))
         if scope.cancelled_caught:
             return
