@@ -10,7 +10,6 @@ cancel requests it may have missed.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import uuid
@@ -24,11 +23,12 @@ from actors import ActorDead, ActorRef, MailboxFull, Restart, Supervisor
 
 from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
 from ._job_actor import CancelRequested, JobActor, JobMessage, LeaseLost, ReleaseJob
+from ._claimed import ClaimedJob
 from ._jobs import Registry
 from ._lifecycle import JobState
-from ._models import JobRecord
 from ._validation import UndecodableJSON
 from ._store import Row, Store, retry_unavailable
+from ._summary import SUMMARY_INTERVAL, Summary
 from ._writer import TransitionWriter
 
 logger = logging.getLogger("orchestrator.dispatcher")
@@ -77,8 +77,7 @@ class Dispatcher:
         poll_interval: seconds between claims when no notification comes.
         lease_seconds: how long a claim holds without a heartbeat.
         on_job_exit: called when a job leaves this node (ended or requeued).
-        claim_window: seconds a freed slot may wait for others to free, so
-            that one claim fills several.
+        summary_interval: seconds between the INFO summary lines.
     """
 
     def __init__(
@@ -95,7 +94,7 @@ class Dispatcher:
         lease_seconds: float,
         clock: Clock,
         on_job_exit: Callable[[uuid.UUID, JobState], None],
-        claim_window: float = 0.05,
+        summary_interval: float = SUMMARY_INTERVAL,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -111,7 +110,6 @@ class Dispatcher:
         self._queue_limits = dict(queue_limits)
         self._poll_interval = poll_interval
         self._lease_seconds = lease_seconds
-        self._coalesce = claim_window
         self._clock = clock
         self._on_job_exit = on_job_exit
         self._running: dict[uuid.UUID, _Running] = {}
@@ -126,6 +124,8 @@ class Dispatcher:
         self.rescued = 0
         self.quarantined = 0
         self._reported: set[str] = set()
+        self.summary = Summary()
+        self._summary_interval = summary_interval
 
     @property
     def running(self) -> int:
@@ -156,6 +156,7 @@ class Dispatcher:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self.summary.run, self._summary_interval)
                 task_status.started()
                 with self._claiming:
                     await self._claim_loop()
@@ -206,15 +207,9 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         kinds = self._registry.kinds
-        # Claiming for every slot that frees costs a statement per job. A
-        # claim waits until a fifth of the slots are free (or none is busy),
-        # so one statement claims several jobs, but never longer than the
-        # coalescing window after the previous claim: a slot freed among
-        # long-running jobs is filled within that window, not at the poll.
-        batch = max(1, self._concurrency // 5)
-        window = min(self._coalesce, self._poll_interval)
-        last_claim = -math.inf
-        ticked = True
+        # No timer between a freed slot and its claim (G3): a claim runs as
+        # soon as a slot is free, and takes whatever else came free while
+        # the previous one ran, the way the writer batches.
         while True:
             # A wake-up that arrives while claiming must not be lost, so the
             # event is renewed before the claim, not after it.
@@ -222,13 +217,9 @@ class Dispatcher:
             slots = self._slots()
             free = sum(slots.values())
             wait = self._poll_interval
-            overdue = trio.current_time() - last_claim >= window
-            if free >= batch or (free > 0 and (ticked or overdue or not self._running)):
-                last_claim = trio.current_time()
+            if free > 0:
                 try:
-                    rows = await self._store.claim(
-                        kinds=kinds, slots=slots, node=self.node_id, lease_seconds=self._lease_seconds
-                    )
+                    rows = await self._claim(kinds, slots)
                 except DatabaseUnavailable as exc:
                     logger.warning("claim failed, database unavailable: %s", exc)
                     rows = []
@@ -238,19 +229,45 @@ class Dispatcher:
                     self._log_store_error("claiming", exc)
                     rows = []
                 self.claimed += len(rows)
+                self.summary.claimed += len(rows)
                 self.claims += 1
-                await self._start_claimed(rows)
                 if len(rows) == free:
-                    ticked = False
+                    # Every free slot was filled: more may be due.
                     continue
                 if not rows:
                     wait = await self._until_next_due(kinds, list(self._queue_limits))
-            elif free > 0:
-                wait = max(0.0, last_claim + window - trio.current_time())
-            ticked = False
-            with trio.move_on_after(wait) as waited:
+            with trio.move_on_after(wait):
                 await self._wakeup.wait()
-            ticked = waited.cancelled_caught
+
+    async def _claim(self, kinds: list[str], slots: dict[str, int]) -> list[Row]:
+        """Claim up to ``slots`` jobs and start an actor for each.
+
+        The claim marks its rows ``active``: an answer lost to cancellation
+        would leave them started with nobody running them, so the statement
+        and the spawning run shielded (bounded by the lease), and what was
+        claimed after this node began to stop is given back unstarted.
+        """
+        with trio.CancelScope(shield=True), trio.move_on_after(self._lease_seconds):
+            rows = await self._store.claim(
+                kinds=kinds, slots=slots, node=self.node_id, lease_seconds=self._lease_seconds
+            )
+            if self._claiming.cancel_called:
+                await self._release_unstarted(rows)
+                return []
+            await self._start_claimed(rows)
+            return rows
+        return []
+
+    async def _release_unstarted(self, rows: list[Row]) -> None:
+        try:
+            await retry_unavailable(
+                "releasing unstarted jobs",
+                self._store.release_unstarted,
+                [(r["job_id"], r["lease_token"], r["previous_started_at"]) for r in rows],
+            )
+        except StoreError as exc:
+            # Left leased: the rescuer deals with them when the lease ends.
+            self._log_store_error("releasing unstarted jobs", exc)
 
     async def _until_next_due(self, kinds: list[str], queues: list[str]) -> float:
         try:
@@ -274,10 +291,10 @@ class Dispatcher:
         unusable: list[tuple[uuid.UUID, int, str]] = []
         for row in rows:
             try:
-                job = JobRecord.from_row(row)
+                job = ClaimedJob.from_row(row)
                 if isinstance(job.payload, UndecodableJSON):
                     raise ValueError(f"payload cannot be decoded ({job.payload.reason})")
-                await self._spawn(job, row["lease_token"])
+                await self._spawn(job)
             except Exception as exc:
                 reason = f"this job cannot be run: {type(exc).__name__}: {str(exc)[:300]}"
                 logger.error("job %s: %s; failing it", row["job_id"], reason)
@@ -315,20 +332,22 @@ class Dispatcher:
             self._reported.add(key)
             logger.error("%s failed: %s (the worker keeps serving)", what, exc)
 
-    async def _spawn(self, job: JobRecord, token: int) -> None:
+    async def _spawn(self, job: ClaimedJob) -> None:
         definition = self._registry.get(job.kind)
         ref: ActorRef[JobMessage] = await self._supervisor.spawn(
-            lambda: JobActor(job, token, definition, self._writer, self._store, self._clock, self._job_exited),
+            lambda: JobActor(
+                job, definition, self._writer, self._store, self._clock, self._job_exited, self.summary
+            ),
             name=f"job-{job.id}",
             mailbox_size=16,
             restart=Restart.TEMPORARY,
         )
         if ref.is_alive:
-            self._running[job.id] = _Running(ref, token, job.queue)
+            self._running[job.id] = _Running(ref, job.lease_token, job.queue)
             if self._all_exited.is_set():
                 self._all_exited = trio.Event()
 
-    def _job_exited(self, job: JobRecord, state: JobState) -> None:
+    def _job_exited(self, job: ClaimedJob, state: JobState) -> None:
         self._running.pop(job.id, None)
         self._on_job_exit(job.id, state)
         if not self._running:
@@ -362,6 +381,7 @@ class Dispatcher:
                 self.deliver_cancel(job_id)
         rescued = await self._store.rescue_expired()
         self.rescued += len(rescued)
+        self.summary.rescued += len(rescued)
         for row in rescued:
             logger.warning(
                 "job %s rescued from node %s whose lease expired: %s", row["job_id"], row["rescued_from"], row["outcome"]

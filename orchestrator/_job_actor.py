@@ -1,9 +1,10 @@
 """The job actor: one per running job; its mailbox orders the lifecycle.
 
-The first message persists ``active``; only then does the handler start, in
-a cancel scope inside the actor's nursery. The handler's outcome comes back
-as a message to the same mailbox, so it is always handled after ``active``
-was written, however fast the handler is. Each write is guarded by the
+The claim statement already persisted ``active`` (and committed) before the
+actor exists, so the actor starts the handler at once, in a cancel scope
+inside the actor's nursery. The handler's outcome comes back as a message to
+the same mailbox, so every later transition is ordered by it, however fast
+the handler is. Each write is guarded by the
 expected prior status and the lease token; a write that does not apply
 means someone else moved the job (a cancel, a rescuer), and the actor reads
 the row to learn which.
@@ -33,13 +34,14 @@ from ._lifecycle import (
     Rejected,
     Release,
     Snapshot,
-    Start,
     Succeed,
     transition,
 )
+from ._claimed import ClaimedJob
 from ._errors import InvalidInput, StoreError
 from ._jobs import JobContext, JobDefinition
 from ._models import JobRecord
+from ._summary import Summary
 from ._store import Store, TransitionRow, retry_unavailable
 from ._validation import PayloadLimits, check_json
 from ._writer import TransitionWriter
@@ -50,11 +52,6 @@ Clock = Callable[[], datetime]
 
 
 # Messages: small and frozen.
-
-
-@dataclass(frozen=True, slots=True)
-class Begin:
-    """Persist ``active`` and start the handler."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +87,7 @@ class LeaseLost:
 
 
 JobMessage: TypeAlias = (
-    Begin | HandlerReturned | HandlerRaised | CancelRequested | ReportProgress | ReleaseJob | LeaseLost
+    HandlerReturned | HandlerRaised | CancelRequested | ReportProgress | ReleaseJob | LeaseLost
 )
 
 
@@ -133,33 +130,36 @@ class JobActor(Actor[JobMessage]):
     """Owns one claimed job until it leaves this node.
 
     Args:
-        job: the row as claimed (status ``queued``, lease held).
-        token: the lease's fencing token.
+        job: the row as claimed (status ``active``, lease held, committed).
         definition: the job's kind.
         writer: where transitions are persisted.
         store: for reading the row back when a write did not apply.
         clock: wall clock for timestamps (stamped monotonic per job).
         on_exit: called once when the actor stops, with the job's last
             known state.
+        summary: where the attempt's end is counted for the worker's
+            summary line.
     """
 
     def __init__(
         self,
-        job: JobRecord,
-        token: int,
+        job: ClaimedJob,
         definition: JobDefinition,
         writer: TransitionWriter,
         store: Store,
         clock: Clock,
-        on_exit: Callable[[JobRecord, JobState], None],
+        on_exit: Callable[[ClaimedJob, JobState], None],
+        summary: Summary,
     ) -> None:
         self.job = job
-        self._token = token
+        self._token = job.lease_token
         self._definition = definition
         self._writer = writer
         self._store = store
         self._clock = clock
         self._on_exit = on_exit
+        self._summary = summary
+        self._began = 0.0
         self._snapshot: Snapshot = job.snapshot()
         self._handler_scope: trio.CancelScope | None = None
         self._finished = False
@@ -170,7 +170,11 @@ class JobActor(Actor[JobMessage]):
         return self._snapshot.state
 
     async def on_start(self) -> None:
-        self.ref.tell_nowait(Begin())
+        # ``active`` is durable already (the claim committed it).
+        self._began = trio.current_time()
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log_event("active", JobState.QUEUED, JobState.ACTIVE, self.job.attempt)
+        self.nursery.start_soon(self._run_handler)
 
     async def on_stop(self) -> None:
         self._cancel_handler()
@@ -180,11 +184,6 @@ class JobActor(Actor[JobMessage]):
         if self._finished:
             return Outcome(False, self.state, _reason(self.state))
         match message:
-            case Begin():
-                outcome = await self._settle(Start(self._clock()))
-                if outcome.applied:
-                    self.nursery.start_soon(self._run_handler)
-                return outcome
             case HandlerReturned(result=result):
                 return await self._settle(Succeed(self._clock(), result))
             case HandlerRaised(error=error, retryable=retryable):
@@ -202,8 +201,6 @@ class JobActor(Actor[JobMessage]):
             case ReleaseJob():
                 self._cancel_handler()
                 outcome = await self._settle(Release(self._clock()))
-                if outcome.applied:
-                    logger.info("job %s released back to the queue: this node is stopping", self.job.id)
                 return outcome
             case LeaseLost():
                 logger.warning("job %s: lease lost; handler cancelled, nothing written", self.job.id)
@@ -264,29 +261,35 @@ class JobActor(Actor[JobMessage]):
         return Outcome(True, after.state)
 
     def _log_transition(self, before: Snapshot, after: Snapshot) -> None:
-        # One line per lifecycle event; the fields let a JSON log formatter
-        # emit them as keys.
         if before.state is after.state:
             return
         event = "retry" if after.state is JobState.QUEUED and after.attempt > before.attempt else after.state.value
         if after.state is JobState.QUEUED and after.attempt == before.attempt:
             event = "released"
-        logger.info(
+        # Counted for the INFO summary line; one record per job only at DEBUG.
+        self._summary.ended("retried" if event == "retry" else event, trio.current_time() - self._began)
+        if logger.isEnabledFor(logging.DEBUG):
+            self._log_event(event, before.state, after.state, after.attempt)
+
+    def _log_event(self, event: str, before: JobState, after: JobState, attempt: int) -> None:
+        # One DEBUG line per lifecycle event; the fields let a JSON log
+        # formatter emit them as keys.
+        logger.debug(
             "job %s %s: %s -> %s (attempt %d/%d)",
             self.job.id,
             self.job.kind,
-            before.state.value,
-            after.state.value,
-            after.attempt,
-            after.max_attempts,
+            before.value,
+            after.value,
+            attempt,
+            self.job.max_attempts,
             extra={
                 "event": f"job.{event}",
                 "job_id": str(self.job.id),
                 "kind": self.job.kind,
                 "queue": self.job.queue,
-                "attempt": after.attempt,
-                "state": after.state.value,
-                "previous_state": before.state.value,
+                "attempt": attempt,
+                "state": after.value,
+                "previous_state": before.value,
             },
         )
 
@@ -355,7 +358,8 @@ class JobActor(Actor[JobMessage]):
                     {"type": "Timeout", "message": f"attempt ran over its timeout of {definition.timeout}s"}
                 )
             except Exception as exc:
-                logger.info("job %s (%s) attempt %d raised %r", self.job.id, self.job.kind, self.job.attempt, exc)
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug("job %s (%s) attempt %d raised %r", self.job.id, self.job.kind, self.job.attempt, exc)
                 outcome = HandlerRaised(describe_error(exc), retryable=_is_retryable(exc))
         if scope.cancelled_caught:
             return
@@ -399,7 +403,6 @@ def _reason(state: JobState) -> str | None:
 
 
 __all__ = [
-    "Begin",
     "CancelRequested",
     "HandlerRaised",
     "HandlerReturned",

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter
 
+from ._claimed import ClaimedJob
 from ._errors import UnknownJobKind, quote_prefix
 from ._models import JobRecord
 
@@ -20,19 +21,27 @@ class ProgressReporter(Protocol):
 
 
 class JobContext:
-    """What a handler gets besides its payload.
+    """What a handler gets besides its payload."""
 
-    Attributes:
-        job: the job as it was when this attempt was claimed.
-    """
+    __slots__ = ("_claimed", "_record", "_report_progress")
 
-    def __init__(self, job: JobRecord, report_progress: ProgressReporter) -> None:
-        self.job = job
+    def __init__(self, claimed: ClaimedJob, report_progress: ProgressReporter) -> None:
+        self._claimed = claimed
+        self._record: JobRecord | None = None
         self._report_progress = report_progress
 
     @property
+    def job(self) -> JobRecord:
+        """The job as it was when this attempt was claimed."""
+        # Built on first use: most handlers never look, and a pydantic model
+        # per job is a large share of a no-op job's cost.
+        if self._record is None:
+            self._record = self._claimed.record()
+        return self._record
+
+    @property
     def attempt(self) -> int:
-        return self.job.attempt
+        return self._claimed.attempt
 
     async def progress(self, value: float) -> None:
         """Persist the job's progress, a fraction from 0 to 1.

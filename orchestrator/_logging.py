@@ -1,9 +1,10 @@
 """Log output for the command line: readable text, or one JSON object per line.
 
-The library logs each lifecycle event (logger ``orchestrator.job``) with
-structured ``extra`` fields (``event``, ``job_id``, ``kind``, ``queue``,
-``attempt``, ``state``, ``previous_state``); the dispatcher warns on rescues
-and lost leases. ``--log-format json`` writes every record as one JSON object
+The library logs each lifecycle event at DEBUG (logger ``orchestrator.job``)
+with structured ``extra`` fields (``event``, ``job_id``, ``kind``, ``queue``,
+``attempt``, ``state``, ``previous_state``), a summary per interval at INFO
+(logger ``orchestrator.summary``, see ``_summary``); the dispatcher warns on
+rescues and lost leases. ``--log-format json`` writes every record as one JSON object
 with ``ts``, ``level``, ``logger``, ``message`` and each of those fields, so a
 log collector can index them without parsing the message.
 """

@@ -424,7 +424,11 @@ class Store:
     async def claim(
         self, *, kinds: Sequence[str], slots: Mapping[str, int], node: str, lease_seconds: float
     ) -> list[Row]:
-        """Lease due jobs: at most ``slots[queue]`` from each queue."""
+        """Lease and start due jobs: at most ``slots[queue]`` from each queue.
+
+        The rows come back ``active``, with the columns of
+        :class:`~orchestrator._claimed.ClaimedJob`.
+        """
         queues = list(slots)
         return await self.fetch(
             "claim_jobs", list(kinds), queues, [slots[q] for q in queues], node, float(lease_seconds)
@@ -499,8 +503,15 @@ class Store:
         """Requeue, fail or cancel jobs whose lease expired; the rows moved."""
         return await self.fetch("rescue_expired", limit)
 
-    async def release_unstarted(self, job_ids: Sequence[uuid.UUID], tokens: Sequence[int]) -> None:
-        await self.fetch("release_unstarted", list(job_ids), list(tokens))
+    async def release_unstarted(
+        self, jobs: Sequence[tuple[uuid.UUID, int, datetime | None]]
+    ) -> set[uuid.UUID]:
+        """Give back claimed jobs that were never started: ``(job_id, token,
+        previous_started_at)`` each; returns the ids released."""
+        rows = await self.fetch(
+            "release_unstarted", [j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs]
+        )
+        return {r["job_id"] for r in rows}
 
     # -- notifications -----------------------------------------------------
 

@@ -47,11 +47,12 @@ class Daemon:
 
 
 def daemon_command(url: str, schema: str, concurrency: int) -> list[str]:
-    # WARNING: the daemon's default INFO level logs every lifecycle event,
-    # which would be measured as worker CPU; the peers' workers log nothing.
+    # The daemon's own default level (INFO: a summary line per interval, the
+    # per-job records only at DEBUG), as users run it; ORCHESTRATOR_LOG_LEVEL
+    # in the environment overrides it, e.g. WARNING to see what logging costs.
     return [
         sys.executable, "-m", "orchestrator", "--database-url", url, "--schema", schema,
-        "--log-level", "WARNING", "run", "--app", APP, "--concurrency", str(concurrency),
+        "run", "--app", APP, "--concurrency", str(concurrency),
     ]  # fmt: skip
 
 

@@ -82,10 +82,14 @@ signals:
   exits 0. A second signal skips the rest of the grace: the jobs go back now.
 
 logs:
-  One record per job lifecycle event (logger orchestrator.job), warnings for
-  rescued jobs and lost leases. --log-format json writes one JSON object per
-  line: ts, level, logger, message, and the event's fields (event, job_id,
-  kind, queue, attempt, state, previous_state).
+  At INFO (the default for run), one summary line per 10 s of activity
+  (logger orchestrator.summary, event worker.summary): jobs claimed,
+  completed, failed, retried, cancelled, released and rescued, and the p50
+  run time; warnings for rescued jobs and lost leases. --log-level DEBUG adds
+  one record per job lifecycle event (logger orchestrator.job); off, they
+  cost nothing. --log-format json writes one JSON object per line: ts, level,
+  logger, message, and the event's fields (event, job_id, kind, queue,
+  attempt, state, previous_state; the summary's counts and p50_run_ms).
 """
 
 
@@ -115,7 +119,10 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         type=str.upper,
         choices=LOG_LEVELS,
         default=default(None),
-        help=f"logging level on stderr (default: ${LOG_LEVEL_ENV}, else INFO for run, WARNING otherwise)",
+        help=(
+            f"logging level on stderr (default: ${LOG_LEVEL_ENV}, else INFO for run, WARNING otherwise);"
+            " run logs a summary line per interval at INFO and one record per job event at DEBUG"
+        ),
     )
     group.add_argument(
         "--log-format",

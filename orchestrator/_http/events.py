@@ -1,7 +1,9 @@
 """The event stream: one LISTEN per server, fanned out to every client.
 
-A trigger (migration 0006) announces on the schema's ``events`` channel the
-ids of the jobs each statement inserted or moved (state, progress). The hub
+A statement trigger on INSERT (migration 0006) and the statements that move
+jobs themselves (``announce_jobs``, migration 0007) announce on the schema's
+``events`` channel the ids of the jobs each statement inserted or moved
+(state, attempt, progress). The hub
 holds the one listening connection of this server, reads the announced jobs
 in one statement per batch of notifications, and hands each record only to
 the subscribers of the job's organisation. No client polls.

@@ -47,17 +47,22 @@ SELECT * FROM job_status WHERE job_id = ANY($1::uuid[]);
 
 -- name: claim_jobs
 -- Lease due jobs of the kinds this node runs, up to the free slots of each
--- of its queues ($2 queues, $3 slots). SKIP LOCKED lets many dispatchers
+-- of its queues ($2 queues, $3 slots), and start them: the rows become
+-- `active` in this statement, so no separate write marks the start (the
+-- handler runs only after this commits). SKIP LOCKED lets many dispatchers
 -- claim at once without waiting on each other; each claimed row gets a
--- fresh fencing token.
+-- fresh fencing token. started_at comes from the database's clock, never
+-- before the job's creation or its previous start (G2). Returns only what
+-- a job actor needs, and the previous started_at, for release_unstarted;
+-- announces the started jobs to the event stream.
 WITH wanted AS (
     SELECT * FROM unnest($2::text[], $3::int[]) AS w(queue, slots) WHERE w.slots > 0
 ),
 due AS (
-    SELECT d.job_id
+    SELECT d.job_id, d.started_at AS previous_started_at
     FROM wanted w
     CROSS JOIN LATERAL (
-        SELECT job_id FROM job_status
+        SELECT job_id, started_at FROM job_status
         WHERE status = 'queued' AND lease_token IS NULL AND queue = w.queue
           AND run_at <= clock_timestamp() AND kind = ANY($1::text[])
           -- A malformed row from before migration 0004 is left for
@@ -68,14 +73,22 @@ due AS (
         LIMIT w.slots
         FOR UPDATE SKIP LOCKED
     ) d
-)
-UPDATE job_status j
-SET lease_node = $4,
-    lease_token = nextval('lease_token_seq'),
-    lease_expires_at = clock_timestamp() + make_interval(secs => $5)
-FROM due
-WHERE j.job_id = due.job_id
-RETURNING j.*;
+),
+claimed AS (
+    UPDATE job_status j
+    SET status = 'active',
+        started_at = greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond'),
+        lease_node = $4,
+        lease_token = nextval('lease_token_seq'),
+        lease_expires_at = clock_timestamp() + make_interval(secs => $5)
+    FROM due
+    WHERE j.job_id = due.job_id
+    RETURNING j.job_id, j.kind, j.queue, j.payload, j.owner_user_id, j.owner_org_id, j.priority,
+              j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at, j.progress, j.error,
+              j.cancel_requested_at IS NOT NULL AS cancel_requested, j.lease_token, due.previous_started_at
+),
+announced AS (SELECT announce_jobs(NULL, array_agg(job_id)) FROM claimed)
+SELECT c.* FROM claimed c CROSS JOIN announced;
 
 -- name: next_due
 -- Seconds (by the database's clock) until the next not-yet-due job of these
@@ -90,7 +103,8 @@ WHERE status = 'queued' AND lease_token IS NULL
 -- the job is still in the expected status under the expected lease token, so
 -- no transition is skipped, repeated or made by a node that lost its lease.
 -- A retry (back to queued) also yields to a pending cancel request: the actor
--- then sees why it did not apply and cancels instead. Returns the rows applied.
+-- then sees why it did not apply and cancels instead. Announces the jobs
+-- moved (and, separately, those it finished). Returns the rows applied.
 WITH t AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::bigint[], $3::text[], $4::text[],
@@ -106,34 +120,47 @@ locked AS (
     SELECT j.job_id FROM job_status j JOIN t USING (job_id)
     ORDER BY j.job_id
     FOR UPDATE OF j
+),
+applied AS (
+    UPDATE job_status j
+    SET status = t.next::job_state,
+        started_at = COALESCE(t.started_at, j.started_at),
+        completed_at = t.completed_at,
+        run_at = COALESCE(t.run_at, j.run_at),
+        attempt = COALESCE(t.attempt, j.attempt),
+        progress = COALESCE(t.progress, j.progress),
+        result = COALESCE(t.result, j.result),
+        error = COALESCE(t.error, j.error),
+        lease_node = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_node END,
+        lease_token = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_token END,
+        lease_expires_at = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_expires_at END
+    FROM t JOIN locked USING (job_id)
+    WHERE j.job_id = t.job_id
+      AND j.status = t.expected::job_state
+      AND j.lease_token = t.token
+      AND (t.next <> 'queued' OR j.cancel_requested_at IS NULL)
+    RETURNING j.job_id, j.status
+),
+announced AS (
+    SELECT announce_jobs(array_agg(job_id) FILTER (WHERE status IN ('completed', 'failed', 'cancelled')),
+                         array_agg(job_id))
+    FROM applied
 )
-UPDATE job_status j
-SET status = t.next::job_state,
-    started_at = COALESCE(t.started_at, j.started_at),
-    completed_at = t.completed_at,
-    run_at = COALESCE(t.run_at, j.run_at),
-    attempt = COALESCE(t.attempt, j.attempt),
-    progress = COALESCE(t.progress, j.progress),
-    result = COALESCE(t.result, j.result),
-    error = COALESCE(t.error, j.error),
-    lease_node = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_node END,
-    lease_token = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_token END,
-    lease_expires_at = CASE WHEN t.next = 'queued' THEN NULL ELSE j.lease_expires_at END
-FROM t JOIN locked USING (job_id)
-WHERE j.job_id = t.job_id
-  AND j.status = t.expected::job_state
-  AND j.lease_token = t.token
-  AND (t.next <> 'queued' OR j.cancel_requested_at IS NULL)
-RETURNING j.job_id;
+SELECT a.job_id FROM applied a CROSS JOIN announced;
 
 -- name: cancel_queued
 -- Cancel a job that no node has started. Guarded by status and by the
 -- started_at ($2, null before a first attempt) the stamp $3 was computed from.
-UPDATE job_status
-SET status = 'cancelled', completed_at = $3,
-    cancel_requested_at = $3, cancel_requested_by = $4
-WHERE job_id = $1 AND status = 'queued' AND started_at IS NOT DISTINCT FROM $2
-RETURNING *;
+-- Announces the job finished.
+WITH cancelled AS (
+    UPDATE job_status
+    SET status = 'cancelled', completed_at = $3,
+        cancel_requested_at = $3, cancel_requested_by = $4
+    WHERE job_id = $1 AND status = 'queued' AND started_at IS NOT DISTINCT FROM $2
+    RETURNING *
+),
+announced AS (SELECT announce_jobs(array_agg(job_id), array_agg(job_id)) FROM cancelled)
+SELECT c.* FROM cancelled c CROSS JOIN announced;
 
 -- name: request_cancel
 -- Ask the node running an active job to cancel it: stored durably (a node
@@ -189,7 +216,8 @@ UPDATE nodes SET stopped_at = clock_timestamp() WHERE node_id = $1;
 -- back to the queue (attempt + 1), or fail when their attempts are used up,
 -- or end cancelled when a cancel was requested meanwhile; a job claimed but
 -- never started just loses the lease. The database clock stamps the end,
--- never before the start. At most $1 jobs per call.
+-- never before the start. At most $1 jobs per call. Announces the jobs that
+-- moved (a lost lease alone moves nothing) and those that ended.
 WITH expired AS (
     SELECT job_id FROM job_status
     WHERE status IN ('queued', 'active') AND lease_token IS NOT NULL
@@ -211,29 +239,38 @@ decided AS (
                ELSE 'failed'
            END AS outcome
     FROM job_status j JOIN expired USING (job_id)
+),
+rescued AS (
+    UPDATE job_status j
+    SET status = (CASE d.outcome WHEN 'retry' THEN 'queued' WHEN 'invalid' THEN 'failed' ELSE d.outcome END)::job_state,
+        attempt = j.attempt + CASE d.outcome WHEN 'retry' THEN 1 ELSE 0 END,
+        completed_at = CASE WHEN d.outcome IN ('cancelled', 'failed', 'invalid')
+                            THEN greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond')
+                       END,
+        run_at = CASE d.outcome WHEN 'retry' THEN clock_timestamp() ELSE j.run_at END,
+        error = CASE WHEN d.outcome = 'queued' THEN j.error
+                     WHEN d.outcome = 'invalid' THEN jsonb_build_object('type', 'InvalidJob', 'message', d.problem)
+                     ELSE jsonb_build_object('type', 'LeaseExpired',
+                                             'message', format('node %s stopped renewing its lease', j.lease_node))
+                END,
+        rescued_from = j.lease_node,
+        lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM decided d
+    WHERE j.job_id = d.job_id
+    RETURNING j.job_id, d.outcome, j.rescued_from
+),
+announced AS (
+    SELECT announce_jobs(array_agg(job_id) FILTER (WHERE outcome IN ('cancelled', 'failed', 'invalid')),
+                         array_agg(job_id) FILTER (WHERE outcome <> 'queued'))
+    FROM rescued
 )
-UPDATE job_status j
-SET status = (CASE d.outcome WHEN 'retry' THEN 'queued' WHEN 'invalid' THEN 'failed' ELSE d.outcome END)::job_state,
-    attempt = j.attempt + CASE d.outcome WHEN 'retry' THEN 1 ELSE 0 END,
-    completed_at = CASE WHEN d.outcome IN ('cancelled', 'failed', 'invalid')
-                        THEN greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond')
-                   END,
-    run_at = CASE d.outcome WHEN 'retry' THEN clock_timestamp() ELSE j.run_at END,
-    error = CASE WHEN d.outcome = 'queued' THEN j.error
-                 WHEN d.outcome = 'invalid' THEN jsonb_build_object('type', 'InvalidJob', 'message', d.problem)
-                 ELSE jsonb_build_object('type', 'LeaseExpired',
-                                         'message', format('node %s stopped renewing its lease', j.lease_node))
-            END,
-    rescued_from = j.lease_node,
-    lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
-FROM decided d
-WHERE j.job_id = d.job_id
-RETURNING j.job_id, d.outcome, j.rescued_from;
+SELECT r.* FROM rescued r CROSS JOIN announced;
 
 -- name: quarantine_malformed
 -- Fail live jobs that break the rules of migration 0004 (rows written before
 -- it, by an older version or by hand), with the rule they break, so that no
 -- worker trips on them and their owners see why. At most $1 per call.
+-- Announces the jobs failed.
 WITH bad AS (
     SELECT job_id,
            job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
@@ -245,19 +282,24 @@ WITH bad AS (
     ORDER BY job_id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
-)
-UPDATE job_status j
-SET status = 'failed',
-    completed_at = greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond'),
-    error = jsonb_build_object('type', 'InvalidJob', 'message', bad.problem),
-    lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
-FROM bad
-WHERE j.job_id = bad.job_id
-RETURNING j.job_id, bad.problem;
+),
+failed AS (
+    UPDATE job_status j
+    SET status = 'failed',
+        completed_at = greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond'),
+        error = jsonb_build_object('type', 'InvalidJob', 'message', bad.problem),
+        lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM bad
+    WHERE j.job_id = bad.job_id
+    RETURNING j.job_id, bad.problem
+),
+announced AS (SELECT announce_jobs(array_agg(job_id), array_agg(job_id)) FROM failed)
+SELECT f.* FROM failed f CROSS JOIN announced;
 
 -- name: fail_unusable
 -- Fail jobs this node claimed but cannot run (a row it could not decode or
 -- start an actor for), with the reason. Guarded by the lease tokens ($2).
+-- Announces the jobs failed.
 WITH t AS (
     SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS t(job_id, token, reason)
 ),
@@ -265,22 +307,46 @@ locked AS (
     SELECT j.job_id FROM job_status j JOIN t USING (job_id)
     ORDER BY j.job_id
     FOR UPDATE OF j
-)
-UPDATE job_status j
-SET status = 'failed',
-    completed_at = greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond'),
-    error = jsonb_build_object('type', 'InvalidJob', 'message', t.reason),
-    lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
-FROM t JOIN locked USING (job_id)
-WHERE j.job_id = t.job_id AND j.status IN ('queued', 'active') AND j.lease_token = t.token
-RETURNING j.job_id;
+),
+failed AS (
+    UPDATE job_status j
+    SET status = 'failed',
+        completed_at = greatest(clock_timestamp(), COALESCE(j.started_at, j.created_at) + interval '1 microsecond'),
+        error = jsonb_build_object('type', 'InvalidJob', 'message', t.reason),
+        lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM t JOIN locked USING (job_id)
+    WHERE j.job_id = t.job_id AND j.status IN ('queued', 'active') AND j.lease_token = t.token
+    RETURNING j.job_id
+),
+announced AS (SELECT announce_jobs(array_agg(job_id), array_agg(job_id)) FROM failed)
+SELECT f.job_id FROM failed f CROSS JOIN announced;
 
 -- name: release_unstarted
--- Give back leases on jobs this node claimed but never started.
-UPDATE job_status
-SET lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
-WHERE job_id = ANY($1::uuid[]) AND status = 'queued' AND lease_token = ANY($2::bigint[])
-RETURNING job_id;
+-- Give back jobs this node claimed but never started (a claim whose answer
+-- came after the node began to stop): back to queued, the lease dropped,
+-- started_at as it was before the claim ($3), the attempt not counted.
+-- Guarded by status and lease token. A job whose cancel was requested
+-- meanwhile stays leased: the rescuer ends it cancelled. Announces the jobs
+-- moved back.
+WITH t AS (
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS t(job_id, token, previous_started_at)
+),
+locked AS (
+    SELECT j.job_id FROM job_status j JOIN t USING (job_id)
+    ORDER BY j.job_id
+    FOR UPDATE OF j
+),
+released AS (
+    UPDATE job_status j
+    SET status = 'queued', started_at = t.previous_started_at,
+        lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
+    FROM t JOIN locked USING (job_id)
+    WHERE j.job_id = t.job_id AND j.status = 'active' AND j.lease_token = t.token
+      AND j.cancel_requested_at IS NULL
+    RETURNING j.job_id
+),
+announced AS (SELECT announce_jobs(NULL, array_agg(job_id)) FROM released)
+SELECT r.job_id FROM released r CROSS JOIN announced;
 
 -- name: migration_lock
 -- Serialise migration runners of one schema across processes and machines.

@@ -479,7 +479,7 @@ async def test_run_with_a_bad_setting_exits_2_naming_it(
 
 async def test_json_logs_are_one_object_per_line_with_the_event_fields(database_url: str, tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
-    async with background_worker(database_url, log, "--log-format", "json") as worker:
+    async with background_worker(database_url, log, "--log-format", "json", ORCHESTRATOR_LOG_LEVEL="DEBUG") as worker:
         job_id = await submit(database_url, "resize", {"width": 3, "height": 4})
         done = await cli(database_url, "wait", job_id, *ALICE, "--json", "--timeout", "60")
         assert done.code == 0, done
@@ -498,11 +498,16 @@ async def test_json_logs_are_one_object_per_line_with_the_event_fields(database_
         ("job.completed", "resize", "default", 1, "completed", "active"),
     ]
     completed = ours[-1]
-    assert completed["logger"] == "orchestrator.job" and completed["level"] == "INFO"
+    # Per-job records are DEBUG; INFO has one summary line per interval.
+    assert completed["logger"] == "orchestrator.job" and completed["level"] == "DEBUG"
     assert job_id in completed["message"]
     assert completed["ts"].endswith("Z")
     events = [r.get("event") for r in records]
     assert events.index("worker.started") < events.index("job.completed") < events.index("worker.stopped")
+    summaries = [r for r in records if r.get("event") == "worker.summary"]
+    assert summaries and summaries[-1]["level"] == "INFO" and summaries[-1]["logger"] == "orchestrator.summary"
+    assert sum(r["claimed"] for r in summaries) == sum(r["completed"] for r in summaries) == 1
+    assert summaries[-1]["p50_run_ms"] is not None
     [stopping] = [r for r in records if r.get("event") == "worker.stopping"]
     assert stopping["signal"] == "SIGTERM"
 
@@ -535,7 +540,8 @@ async def test_a_job_finishing_within_the_grace_completes_before_exit(database_u
     assert took < 30, (took, output)  # it waited for the job, not for the grace
     row = await job_row(database_url, job_id)
     assert row["status"] == "completed" and json.loads(row["result"]) == {"slept": 1.5}, row
-    assert output.index("received SIGTERM") < output.index("-> completed") < output.index("stopped")
+    # At INFO the job's end shows in the summary line, written as the worker drains.
+    assert output.index("received SIGTERM") < output.index("1 completed") < output.index("stopped")
 
 
 async def test_a_second_signal_stops_at_once_and_still_requeues(database_url: str, tmp_path: Path) -> None:

@@ -120,7 +120,9 @@ async def test_a_clock_jumping_backwards_still_yields_ordered_timestamps(databas
         queued = await orch.submit("instant", {"w": -1}, owner=ALICE, delay=3600)
         finals = await orch.wait_many([j.id for j in jobs], by=ALICE)
         cancelled = await orch.cancel(queued.id, by=ALICE)
-    assert clock.readings >= 400
+    # The claim stamps started_at by the database's clock; the node's clock
+    # stamps every completion, half of them an hour in the past.
+    assert clock.readings >= 200
     assert {f.state for f in finals} == {JobState.COMPLETED}
     assert cancelled.cancelled
     for row in await job_rows(database_url):

@@ -404,7 +404,12 @@ async def test_wait_times_out_on_a_job_that_does_not_end(database_url: str, aio:
 
 
 async def test_wait_falls_back_to_polling_without_notifications(database_url: str, aio: AsyncioThread) -> None:
-    await fetch(database_url, "ALTER TABLE orchestrator.job_status DISABLE TRIGGER job_status_finished")
+    # Statements announce through notify_job_ids (migration 0007): silence it.
+    await fetch(
+        database_url,
+        "CREATE OR REPLACE FUNCTION orchestrator.notify_job_ids(channel text, ids uuid[])"
+        " RETURNS integer LANGUAGE sql AS 'SELECT 0'",
+    )
     client = Client(database_url, poll_interval=0.05)
     async with opened(aio, client):
         job = await aio(client.submit("x", {}, owner=ALICE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -133,20 +134,23 @@ async def test_transitions_are_guarded_by_status_and_lease_token(database_url: s
         store = orch.store
         [claimed] = await store.claim(kinds=["noop"], slots={"default": 5}, node="n1", lease_seconds=30)
         token = claimed["lease_token"]
-        started = claimed["created_at"] + timedelta(seconds=1)
-        activate = TransitionRow(job.id, token, "queued", "active", started_at=started)
+        # The claim itself started the job, stamped by the database after its creation.
+        assert (await orch.get(job.id, by=ALICE)).state is JobState.ACTIVE
+        started = claimed["started_at"]
+        assert started > claimed["created_at"]
+        complete = TransitionRow(job.id, token, "active", "completed", completed_at=started + timedelta(seconds=1))
         # A stale token (another node's lease) applies nothing.
-        assert await store.apply_transitions([TransitionRow(job.id, token + 1, "queued", "active")]) == set()
-        assert await store.apply_transitions([activate]) == {job.id}
-        # The same transition again is not repeated: the job is no longer queued.
-        assert await store.apply_transitions([activate]) == set()
+        assert await store.apply_transitions([dataclasses.replace(complete, token=token + 1)]) == set()
+        # A transition from a state the job is not in applies nothing.
+        assert await store.apply_transitions([dataclasses.replace(complete, expected="queued")]) == set()
         # The database itself refuses a completion stamped before the start.
         with pytest.raises(StoreError, match="job_status_timestamps_check") as caught:
-            await store.apply_transitions(
-                [TransitionRow(job.id, token, "active", "completed", completed_at=started - timedelta(seconds=0.5))]
-            )
+            await store.apply_transitions([dataclasses.replace(complete, completed_at=started - timedelta(microseconds=1))])
         assert caught.value.constraint == "job_status_timestamps_check"
         assert (await orch.get(job.id, by=ALICE)).state is JobState.ACTIVE
+        assert await store.apply_transitions([complete]) == {job.id}
+        # The same transition again is not repeated: the job is no longer active.
+        assert await store.apply_transitions([complete]) == set()
         assert await store.apply_transitions([TransitionRow(uuid.uuid4(), token, "active", "completed")]) == set()
 
 

@@ -56,6 +56,26 @@ async def test_migrating_from_zero_gives_the_expected_schema(empty_database_url:
         "token_id", "token_hash", "user_id", "org_id", "role", "name", "created_at", "expires_at", "revoked_at",
         "last_used_at",
     }  # fmt: skip
+    # Notifications of moved jobs come from the statements (0007): the only
+    # triggers left on job_status are the statement-level INSERT ones.
+    triggers = await fetch(
+        empty_database_url,
+        "SELECT tgname, pg_get_triggerdef(oid) AS def FROM pg_trigger"
+        " WHERE tgrelid = 'orchestrator.job_status'::regclass AND NOT tgisinternal ORDER BY tgname",
+    )
+    assert [t["tgname"] for t in triggers] == ["job_status_events_inserted", "job_status_inserted"]
+    assert all("AFTER INSERT" in t["def"] and "FOR EACH STATEMENT" in t["def"] for t in triggers)
+    functions = await fetch(
+        empty_database_url,
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'orchestrator'::regnamespace ORDER BY proname",
+    )
+    names = [f["proname"] for f in functions]
+    assert {"announce_jobs", "notify_job_ids", "notify_job_events"} <= set(names)
+    assert "notify_jobs_finished" not in names and "notify_job_finished" not in names
+    # Migration 0005 is unused on purpose.
+    migration_names = [m.name for m in load_migrations()]
+    assert "0007_notify_from_statements.sql" in migration_names
+    assert not any(n.startswith("0005") for n in migration_names)
     # Nothing leaked into the host application's public schema.
     public = await fetch(empty_database_url, "SELECT count(*) AS n FROM pg_tables WHERE schemaname = 'public'")
     assert public[0]["n"] == 0
@@ -117,33 +137,18 @@ async def announced(url: str, channel: str, *statements: str) -> list[str]:
         return payloads
 
 
-async def test_jobs_ending_in_one_statement_are_announced_in_few_notifications(database_url: str) -> None:
-    payloads = await announced(
-        database_url,
-        "orchestrator_done",
-        "SELECT orchestrator.submit_job('k', '{}', 'alice', 'acme') FROM generate_series(1, 250)",
-        # One statement ends all 250 jobs.
-        "UPDATE orchestrator.job_status SET status = 'cancelled', completed_at = created_at + interval '1 s'",
-        # A statement that ends nothing announces nothing.
-        "UPDATE orchestrator.job_status SET progress = 0",
-    )
-    ids = [i for p in payloads for i in p.split(",")]
-    rows = await fetch(database_url, "SELECT job_id::text AS id FROM orchestrator.job_status")
-    assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == 250
-    assert sorted(len(p.split(",")) for p in payloads) == [50, 200]
-
-
-async def test_jobs_changed_in_one_statement_are_announced_as_events_except_lease_renewals(database_url: str) -> None:
+async def test_inserted_jobs_are_announced_as_events_and_updates_by_hand_announce_nothing(database_url: str) -> None:
     payloads = await announced(
         database_url,
         "orchestrator_events",
         "INSERT INTO orchestrator.job_status (job_id, kind, payload, owner_user_id, owner_org_id, run_at, created_at)"
         " SELECT gen_random_uuid(), 'k', '{}', 'alice', 'acme', now(), now() FROM generate_series(1, 250)",
-        # Touching neither state nor progress (a lease renewal) announces nothing.
+        # Since 0007 the statements that move jobs announce them
+        # (tests/integration/test_notifications.py); no trigger runs on UPDATE.
         "UPDATE orchestrator.job_status SET lease_expires_at = now()",
         "UPDATE orchestrator.job_status SET progress = 0.5",
+        "UPDATE orchestrator.job_status SET status = 'cancelled', completed_at = created_at + interval '1 s'",
     )
     rows = await fetch(database_url, "SELECT job_id::text AS id FROM orchestrator.job_status")
-    assert sorted(len(p.split(",")) for p in payloads) == [50, 50, 200, 200]
-    ids = [i for p in payloads for i in p.split(",")]
-    assert sorted(ids) == sorted(2 * [r["id"] for r in rows])
+    assert sorted(len(p.split(",")) for p in payloads) == [50, 200]
+    assert sorted(i for p in payloads for i in p.split(",")) == sorted(r["id"] for r in rows)

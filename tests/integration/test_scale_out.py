@@ -4,35 +4,35 @@ from __future__ import annotations
 
 import urllib.parse
 import uuid
-from datetime import timedelta
 
 import trio
 
 from orchestrator import JobContext, JobRecord, JobState, Orchestrator
-from orchestrator._store import TransitionRow
 from tests.integration.helpers import ALICE, BOB, Size, make_orchestrator, one_row
 from tests.pg import fetch
 
 
-async def claim_as_dead_node(orch: Orchestrator, *, start: bool) -> tuple[dict, int]:
-    """Claim the one queued job as a node that then dies (never heartbeats)."""
+async def claim_as_dead_node(orch: Orchestrator, *, release: bool = False) -> tuple[dict, int]:
+    """Claim (and so start) the one queued job as a node that then dies
+    (never heartbeats); with ``release``, it first gives the claim back unstarted."""
     store = orch.store
     [row] = await store.claim(kinds=["double", "gated"], slots={"default": 1}, node="dead-node", lease_seconds=0.2)
     token = row["lease_token"]
-    if start:
-        started = row["created_at"] + timedelta(microseconds=1)
-        assert await store.apply_transitions(
-            [TransitionRow(row["job_id"], token, "queued", "active", started_at=started)]
-        ) == {row["job_id"]}
+    assert row["started_at"] > row["created_at"] and row["previous_started_at"] is None
+    if release:
+        job = (row["job_id"], token, row["previous_started_at"])
+        assert await store.release_unstarted([job]) == {row["job_id"]}
+        # Only once: the job is no longer active under that token.
+        assert await store.release_unstarted([job]) == set()
     return row, token
 
 
-async def submit_to_dead_node(url: str, *, max_attempts: int, start: bool) -> uuid.UUID:
-    """One job, claimed (and with ``start``, made active) by a node that dies."""
+async def submit_to_dead_node(url: str, *, max_attempts: int, release: bool = False) -> uuid.UUID:
+    """One job, claimed (made active by the claim) by a node that dies."""
     producer = make_orchestrator(url)
     async with producer.running(work=False):
         job = await producer.submit("double", {"w": 5}, owner=ALICE, max_attempts=max_attempts)
-        await claim_as_dead_node(producer, start=start)
+        await claim_as_dead_node(producer, release=release)
     return job.id
 
 
@@ -45,7 +45,7 @@ async def rescue(url: str, job_id: uuid.UUID) -> tuple[JobRecord, int]:
 
 
 async def test_a_job_whose_node_died_is_rescued_and_run_again(database_url: str) -> None:
-    job_id = await submit_to_dead_node(database_url, max_attempts=2, start=True)
+    job_id = await submit_to_dead_node(database_url, max_attempts=2)
     final, rescued = await rescue(database_url, job_id)
     assert (final.state, final.attempt, final.result) == (JobState.COMPLETED, 2, {"w": 10})
     assert final.error["type"] == "LeaseExpired" and "dead-node" in final.error["message"]
@@ -55,21 +55,25 @@ async def test_a_job_whose_node_died_is_rescued_and_run_again(database_url: str)
 
 
 async def test_a_rescued_job_with_no_attempts_left_fails_with_the_reason(database_url: str) -> None:
-    job_id = await submit_to_dead_node(database_url, max_attempts=1, start=True)
+    job_id = await submit_to_dead_node(database_url, max_attempts=1)
     final, _ = await rescue(database_url, job_id)
     assert (final.state, final.attempt) == (JobState.FAILED, 1)
     assert final.error == {"type": "LeaseExpired", "message": "node dead-node stopped renewing its lease"}
     assert final.started_at < final.completed_at
 
 
-async def test_a_claimed_but_unstarted_job_goes_back_without_using_an_attempt(database_url: str) -> None:
-    job_id = await submit_to_dead_node(database_url, max_attempts=1, start=False)
+async def test_a_claim_released_unstarted_goes_back_as_it_was_without_using_an_attempt(database_url: str) -> None:
+    job_id = await submit_to_dead_node(database_url, max_attempts=1, release=True)
+    [row] = await fetch(
+        database_url, "SELECT status::text, attempt, started_at, lease_token FROM orchestrator.job_status"
+    )
+    assert (row["status"], row["attempt"], row["started_at"], row["lease_token"]) == ("queued", 1, None, None)
     final, rescued = await rescue(database_url, job_id)
-    assert (final.state, final.attempt, rescued) == (JobState.COMPLETED, 1, 1)
+    assert (final.state, final.attempt, rescued) == (JobState.COMPLETED, 1, 0)
 
 
 async def test_a_cancel_made_while_the_node_is_down_applies_when_the_job_is_rescued(database_url: str) -> None:
-    job_id = await submit_to_dead_node(database_url, max_attempts=3, start=True)
+    job_id = await submit_to_dead_node(database_url, max_attempts=3)
     canceller = make_orchestrator(database_url, poll_interval=0.05)
     rescuer = make_orchestrator(database_url, lease_seconds=0.3, poll_interval=0.05)
     async with canceller.running(work=False):
