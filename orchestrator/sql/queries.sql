@@ -428,11 +428,14 @@ ORDER BY m.start;
 SELECT 1;
 
 -- name: create_token
--- A new API token: only the hash of the secret is stored.
-INSERT INTO api_tokens (token_id, token_hash, user_id, org_id, role, name, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6,
-        CASE WHEN $7::double precision IS NULL THEN NULL
-             ELSE clock_timestamp() + make_interval(secs => $7::double precision) END)
+-- A new API token: only the hash of the secret is stored. One reading of the
+-- clock for both times, so a token lives exactly as long as asked.
+WITH clock AS (SELECT clock_timestamp() AS now)
+INSERT INTO api_tokens (token_id, token_hash, user_id, org_id, role, name, created_at, expires_at)
+SELECT $1, $2, $3, $4, $5, $6, now,
+       CASE WHEN $7::double precision IS NULL THEN NULL
+            ELSE now + make_interval(secs => $7::double precision) END
+FROM clock
 RETURNING token_id, user_id, org_id, role, name, created_at, expires_at, revoked_at, last_used_at;
 
 -- name: authenticate_token
