@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import trio
 from pydantic import TypeAdapter
@@ -28,6 +28,7 @@ from ._jobs import Handler, JobDefinition, Registry, RetryPolicy, payload_type
 from ._lifecycle import JobState
 from ._migrations import load_migrations
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
+from ._periodic import DEFAULT_GRACE_SECONDS, PeriodicSchedules, Schedule, check_schedule_options
 from ._store import (
     CANCEL_CHANNEL,
     DONE_CHANNEL,
@@ -119,6 +120,7 @@ class Orchestrator:
         self.shutdown_grace = shutdown_grace
         self.clock = clock
         self.registry = Registry()
+        self.schedules = PeriodicSchedules()
         self._store: Store | None = None
         self._dispatcher: Dispatcher | None = None
         self._writer: TransitionWriter | None = None
@@ -177,6 +179,113 @@ class Orchestrator:
 
         return register
 
+    @overload
+    def periodic(
+        self,
+        cron: str,
+        kind: str,
+        *,
+        payload: Any = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        missed: str = "enqueue_once",
+        grace: float = DEFAULT_GRACE_SECONDS,
+        owner: Principal | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> Schedule: ...
+
+    @overload
+    def periodic(
+        self,
+        cron: str,
+        kind: None = None,
+        *,
+        payload: Any = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        missed: str = "enqueue_once",
+        grace: float = DEFAULT_GRACE_SECONDS,
+        owner: Principal | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[H], H]: ...
+
+    def periodic(
+        self,
+        cron: str,
+        kind: str | None = None,
+        *,
+        payload: Any = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+        missed: str = "enqueue_once",
+        grace: float = DEFAULT_GRACE_SECONDS,
+        owner: Principal | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> Schedule | Callable[[H], H]:
+        """Enqueue a job of ``kind`` at every period of ``cron``, once across
+        all daemons. See :mod:`orchestrator._periodic`.
+
+        ``orch.periodic("0 9 * * *", "report")`` schedules a kind already
+        registered with :meth:`job`; ``@orch.periodic("*/5 * * * *")`` on a
+        handler registers it as the kind ``name`` (default: the function's
+        name) with the job options given, and schedules it.
+
+        Args:
+            cron: five fields (minute hour day-of-month month day-of-week)
+                or an alias such as ``@daily``.
+            payload: every period's payload, checked against the handler now.
+            name: the schedule's name, unique per database (default: the kind).
+            timezone: the IANA zone ``cron`` is read in.
+            missed: a period no daemon was up to enqueue on time is enqueued
+                late, once (``"enqueue_once"``: only the latest one missed,
+                never a burst), or not at all (``"skip"``).
+            grace: seconds after its instant a period still counts as on time.
+            owner: the principal owning the jobs (default: ``periodic`` of
+                organisation ``periodic``).
+
+        Raises:
+            InvalidInput: a value is wrong (``cron``, ``timezone``,
+                ``missed``, ``payload.<field>``...), named; nothing is
+                registered.
+            UnknownJobKind: ``kind`` has no handler.
+        """
+        options = check_schedule_options(
+            cron=cron, name=name, timezone=timezone, missed=missed, grace=grace,
+            owner=owner, queue=queue, priority=priority, max_attempts=max_attempts,
+        )  # fmt: skip
+        if kind is not None:
+            if timeout is not None:
+                raise InvalidInput("timeout", "belongs to the kind: set it with @orch.job")
+            definition = self.registry.get(check_name("kind", kind))
+            schedule = options.bind(
+                self.schedules, kind=definition.kind, payload_type=definition.payload, payload=payload,
+                limits=self.payload_limits, queue=definition.queue, priority=definition.priority,
+                max_attempts=definition.max_attempts,
+            )  # fmt: skip
+            self.schedules.add(schedule)
+            return schedule
+
+        def register(handler: H) -> H:
+            kind = check_name("name", name if name is not None else getattr(handler, "__name__", None))
+            schedule = options.bind(
+                self.schedules, kind=kind, payload_type=TypeAdapter(payload_type(handler)), payload=payload,
+                limits=self.payload_limits, queue=options.queue or "default", priority=options.priority or 0,
+                max_attempts=options.max_attempts or 1,
+            )  # fmt: skip
+            self.job(kind, queue=schedule.queue, priority=schedule.priority, max_attempts=schedule.max_attempts, timeout=timeout)(handler)
+            self.schedules.add(schedule)
+            return handler
+
+        return register
+
     # -- running -----------------------------------------------------------
 
     async def resolve_database_url(self) -> str:
@@ -224,6 +333,8 @@ class Orchestrator:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._listen, store)
                     self._store = store
+                    if work:
+                        await nursery.start(self.schedules.run, store)
                     try:
                         if work and self.registry.kinds:
                             async with self._worker(store) as dispatcher:

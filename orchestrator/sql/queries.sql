@@ -466,3 +466,64 @@ ORDER BY created_at DESC, token_id;
 UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, clock_timestamp())
 WHERE token_id = $1
 RETURNING token_id, user_id, org_id, role, name, created_at, expires_at, revoked_at, last_used_at;
+
+-- Periodic jobs (orchestrator/_periodic.py, migration 0010) ------------------
+
+-- name: periodic_now
+-- The database's clock. Which period is due is decided by it, never by a
+-- node's own clock, so daemons whose clocks disagree agree on the period.
+SELECT clock_timestamp();
+
+-- name: periodic_register
+-- A daemon announces a schedule it runs. A new schedule starts after its
+-- latest period as of now ($6, from the database's clock): deploying it does
+-- not enqueue a period that passed before it existed. One whose cron or time
+-- zone changed starts afresh the same way. Otherwise last_period is kept, so
+-- a restart neither skips nor doubles a period. An unchanged row is not
+-- written.
+INSERT INTO periodic_schedules AS s (name, kind, cron, timezone, missed, last_period)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (name) DO UPDATE SET
+    kind = EXCLUDED.kind,
+    cron = EXCLUDED.cron,
+    timezone = EXCLUDED.timezone,
+    missed = EXCLUDED.missed,
+    last_period = CASE
+        WHEN (s.cron, s.timezone) IS DISTINCT FROM (EXCLUDED.cron, EXCLUDED.timezone)
+            THEN greatest(s.last_period, EXCLUDED.last_period)
+        ELSE s.last_period
+    END,
+    updated_at = clock_timestamp()
+WHERE (s.kind, s.cron, s.timezone, s.missed)
+    IS DISTINCT FROM (EXCLUDED.kind, EXCLUDED.cron, EXCLUDED.timezone, EXCLUDED.missed);
+
+-- name: periodic_enqueue
+-- Enqueue period $2 of schedule $1, once across all daemons. The update
+-- advances last_period only if no daemon has reached $2 yet: a concurrent
+-- daemon waits on the row lock, then sees the advanced value and updates
+-- nothing. The job is inserted only if this update happened, and, when the
+-- period is reached more than $13 seconds late ($3 is the database's now)
+-- and the schedule skips missed periods ($14 false), not at all: the skip
+-- is still recorded. The unique key per period ($12) is a second guard.
+WITH advanced AS (
+    UPDATE periodic_schedules s
+    SET last_period = $2, updated_at = clock_timestamp()
+    WHERE s.name = $1 AND (s.last_period IS NULL OR s.last_period < $2) AND $2 <= $3
+    RETURNING s.name
+),
+inserted AS (
+    INSERT INTO job_status (
+        job_id, kind, queue, payload, owner_user_id, owner_org_id,
+        priority, max_attempts, run_at, created_at, unique_key)
+    SELECT $4, $5, $6, $7::text::jsonb, $8, $9, $10, $11,
+           statement_timestamp(), statement_timestamp(), $12
+    FROM advanced
+    WHERE $14 OR $3 <= $2 + make_interval(secs => $13)
+    ON CONFLICT (owner_org_id, kind, unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('queued', 'active')
+        DO NOTHING
+    RETURNING job_id
+)
+SELECT (SELECT count(*) FROM advanced) > 0 AS advanced,
+       ($14 OR $3 <= $2 + make_interval(secs => $13)) AS on_time,
+       (SELECT job_id FROM inserted) AS job_id;

@@ -110,7 +110,7 @@ async def test_a_custom_schema_holds_every_object(empty_database_url: str) -> No
     tables = await fetch(
         empty_database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'jobs_here' ORDER BY tablename"
     )
-    assert [t["tablename"] for t in tables] == ["api_tokens", "job_status", "nodes", "schema_migrations"]
+    assert [t["tablename"] for t in tables] == ["api_tokens", "job_status", "nodes", "periodic_schedules", "schema_migrations"]
 
 
 async def announced(url: str, channel: str, *statements: str) -> list[str]:
