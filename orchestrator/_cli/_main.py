@@ -19,6 +19,7 @@ from .._app import LOG_FORMAT_ENV, LOG_LEVEL_ENV, SettingError, env_setting
 from .._logging import LOG_FORMATS, LOG_LEVELS, JsonFormatter, configure_logging
 from ._commands import cmd_bench, cmd_cancel, cmd_demo, cmd_jobs, cmd_migrate, cmd_status, cmd_submit, cmd_wait
 from ._daemon import cmd_run
+from ._ops_commands import cmd_explain, cmd_prune
 from ._token_commands import cmd_token
 from ._exits import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, describe_error, meaningful_error, one_line
 from ._parser import build_parser
@@ -37,6 +38,8 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace, list[str]], int]] = Mapping
         "demo": cmd_demo,
         "bench": cmd_bench,
         "token": cmd_token,
+        "explain": cmd_explain,
+        "prune": cmd_prune,
     }
 )
 

@@ -21,6 +21,8 @@ from .._app import (
     parse_queues,
     parse_shutdown_grace,
 )
+from .._errors import InvalidInput
+from .._retention import TERMINAL_STATES, parse_duration
 from .._tokens import parse_positive_seconds
 from .._lifecycle import JobState
 from .._logging import LOG_FORMATS, LOG_LEVELS
@@ -47,6 +49,14 @@ _positive_int = _argument(parse_concurrency, "positive integer")
 _positive_float = _argument(parse_positive_seconds, "seconds")
 _non_negative_float = _argument(parse_shutdown_grace, "seconds")
 _queue_spec = _argument(parse_queues, "queues")
+
+
+def _duration(text: str) -> float:
+    """A duration (``7d``, ``12h``, ``90s``...) as an argparse ``type``."""
+    try:
+        return parse_duration(text, "duration")
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
 
 
 _EXIT_CODES_HELP = """\
@@ -220,6 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = command("cancel", "cancel a queued or running job (the owner, or an admin of its organisation)", [principal, output])
     cancel.add_argument("job_id", metavar="JOB_ID")
+
+    explain = command(
+        "explain",
+        "say why a job is where it is: waiting for its run_at, behind other jobs, no worker or every worker full, "
+        "running on a node (and its heartbeat), a cancel not yet delivered, retrying, or finished and why",
+        [principal, output],
+    )
+    explain.add_argument("job_id", metavar="JOB_ID")
+
+    prune = command(
+        "prune",
+        "delete finished jobs older than their retention age (default: completed 7d, failed and cancelled 30d), "
+        "in bounded batches, one process at a time; print how many per state",
+        [output],
+    )
+    prune.add_argument(
+        "--older-than", type=_duration, metavar="DURATION",
+        help="this age for every state instead of the retention ages: 90s, 15m, 12h, 7d, 2w or sums like 1d12h",
+    )  # fmt: skip
+    prune.add_argument(
+        "--state", action="append", choices=TERMINAL_STATES,
+        help="only jobs that ended in this state (repeat for several; default: all three)",
+    )  # fmt: skip
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
 
     jobs = command("jobs", "list the organisation's jobs, newest first", [principal, output])
     jobs.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
