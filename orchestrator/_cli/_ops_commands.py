@@ -1,5 +1,6 @@
-"""The operations commands: ``explain`` (why a job is where it is) and
-``prune`` (delete finished jobs past their retention age).
+"""The operations commands: ``explain`` (why a job is where it is),
+``prune`` (delete finished jobs past their retention age) and ``config show``
+(the effective settings and where each came from).
 
 Each ``cmd_*`` takes the parsed arguments and returns the exit code; errors
 it raises are mapped to one by ``_exits``.
@@ -8,9 +9,11 @@ it raises are mapped to one by ``_exits``.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .._explain import Explanation
 from .._retention import PruneResult, format_duration
+from .._settings import describe_settings, display_value, resolve_settings
 from ._exits import EXIT_ERROR, EXIT_OK
 from ._render import compact, print_json
 from ._session import job_id_from, plain_orchestrator, principal_from, run_session
@@ -62,3 +65,27 @@ def cmd_prune(args: argparse.Namespace, extras: list[str]) -> int:
     else:
         print(render_prune(result))
     return EXIT_ERROR if result.skipped else EXIT_OK
+
+
+def render_settings(rows: list[dict[str, Any]]) -> str:
+    """``setting  value  source`` lines, aligned."""
+    table = [("setting", "value", "source")] + [
+        (r["setting"], display_value(r["setting"], r["value"]), r["source"] + (f" {r['from']}" if r["from"] else ""))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(2)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in table)
+
+
+def cmd_config(args: argparse.Namespace, extras: list[str]) -> int:
+    from .._app import load_app
+    from ._daemon import daemon_flags
+
+    app = load_app(args.app) if args.app else None
+    resolved = resolve_settings(flags=daemon_flags(args), config=args.config, app=app, app_name=args.app or "")
+    rows = describe_settings(resolved)
+    if args.json:
+        print_json({r["setting"]: {k: v for k, v in r.items() if k != "setting"} for r in rows})
+    else:
+        print(render_settings(rows))
+    return EXIT_OK

@@ -72,7 +72,8 @@ exit codes:
 """
 
 _ENVIRONMENT_HELP = f"""\
-environment (a flag wins over its variable, a variable over the --app object's setting):
+environment (a flag wins over its variable, a variable over the --config file, the file over the
+--app object's setting; every setting has its ORCHESTRATOR_* variable: see `orchestrator config show`):
   {DATABASE_URL_ENV:<29}  --database-url
   {SCHEMA_ENV:<29}  --schema
   {LOG_LEVEL_ENV:<29}  --log-level
@@ -118,6 +119,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         metavar="NAME",
         default=default(None),
         help=f"PostgreSQL schema holding the orchestrator's tables (default: ${SCHEMA_ENV}, else '{DEFAULT_SCHEMA}')",
+    )
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default(None),
+        help="a TOML file of settings (`concurrency = 20`, `retention_completed = \"7d\"`...): flags and "
+        "ORCHESTRATOR_* variables win over it, it wins over the --app object's own settings; see `config show`",
     )
     group.add_argument(
         "--log-level",
@@ -209,9 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--http-body-limit",
         type=_positive_int,
-        default=1 << 20,
         metavar="BYTES",
         help="largest request body the HTTP API reads; larger ones get 413 (default: 1 MiB)",
+    )
+    run.add_argument(
+        "--prune-interval",
+        metavar="DURATION",
+        help="how often this worker deletes finished jobs past their retention age: 15m, 1h, ... or 'never' "
+        "(default: 1h)",
     )
 
     submit = command("submit", "submit a job; print its id", [principal, output])
@@ -254,6 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="only jobs that ended in this state (repeat for several; default: all three)",
     )  # fmt: skip
     prune.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+
+    config = command("config", "the effective configuration")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_show = config_commands.add_parser(
+        "show",
+        help="print every setting, its value (secrets masked) and where it came from: flag, environment, "
+        "--config file, the --app object, or the default",
+        parents=[common, output],
+    )
+    config_show.add_argument("--app", metavar="MODULE:ATTR", help="include the settings of this Orchestrator")
+    for name in ("concurrency", "queues", "shutdown-grace", "http", "http-body-limit", "prune-interval"):
+        config_show.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    config_show.add_argument("--no-work", action="store_true", help=argparse.SUPPRESS)
 
     jobs = command("jobs", "list the organisation's jobs, newest first", [principal, output])
     jobs.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")

@@ -26,6 +26,9 @@ async def test_explain_over_http(database_url: str) -> None:
             assert unknown.status_code == 404, unknown.text
             bad = await bob.get("/api/jobs/not-a-uuid/explain")
             assert bad.status_code == 422 and bad.json()["field"] == "job_id", bad.text
+            # The server keeps serving after refusing.
+            again = await bob.get(f"/api/jobs/{job.id}/explain")
+            assert again.status_code == 200 and again.json()["reason"] == "scheduled"
         async with await served.client(None) as anonymous:
             assert (await anonymous.get(f"/api/jobs/{job.id}/explain")).status_code == 401
         spec = (await (await served.client(None)).get("/openapi.json")).json()
