@@ -14,7 +14,11 @@ from ._errors import NotAuthorized as NotAuthorized
 from ._errors import OrchestratorError as OrchestratorError
 from ._errors import StoreError as StoreError
 from ._errors import UnknownJobKind as UnknownJobKind
+from ._explain import Explanation as Explanation
+from ._explain import Reason as ExplainReason
 from ._jobs import JobContext as JobContext
+from ._retention import PruneResult as PruneResult
+from ._retention import Retention as Retention
 from ._lifecycle import JobState as JobState
 from ._models import CancelOutcome as CancelOutcome
 from ._models import JobRecord as JobRecord

@@ -163,18 +163,12 @@ def apply_worker_settings(
     Raises:
         SettingError: an environment variable's value is malformed.
     """
-    if concurrency is None:
-        concurrency = env_setting(CONCURRENCY_ENV, parse_concurrency, environ)
-    if concurrency is not None:
-        orch.concurrency = concurrency
-    if queues is None:
-        queues = env_setting(QUEUES_ENV, parse_queues, environ)
-    if queues is not None:
-        orch.queues = queue_spec_for(queues, orch.concurrency)
-    if shutdown_grace is None:
-        shutdown_grace = env_setting(SHUTDOWN_GRACE_ENV, parse_shutdown_grace, environ)
-    if shutdown_grace is not None:
-        orch.shutdown_grace = shutdown_grace
+    from ._settings import apply_settings, resolve_settings
+
+    names = {"concurrency", "queues", "shutdown_grace"}
+    flags = {"concurrency": concurrency, "queues": queues, "shutdown_grace": shutdown_grace}
+    resolved = resolve_settings(flags=flags, app=orch, environ=environ, only=names)
+    apply_settings(orch, resolved.settings, names)
 
 
 # -- finding the app ------------------------------------------------------------

@@ -23,6 +23,17 @@ from . import _operations as operations
 from ._database_url import check_database_url
 from ._dispatcher import Dispatcher
 from ._errors import DatabaseUnavailable, InvalidInput, OrchestratorError
+from ._explain import Explanation, explain_job
+from ._retention import (
+    DEFAULT_BATCH,
+    DEFAULT_PRUNE_INTERVAL,
+    MAX_BATCH,
+    MAX_PRUNE_INTERVAL,
+    Pruner,
+    PruneResult,
+    Retention,
+    prune,
+)
 from ._groups import NurseryEdge
 from ._jobs import Handler, JobDefinition, Registry, RetryPolicy, payload_type
 from ._lifecycle import JobState
@@ -47,6 +58,7 @@ from ._validation import (
     check_name,
     check_priority,
     check_seconds,
+    check_int,
     check_timeout,
 )
 from ._waiters import trio_waiters
@@ -87,6 +99,11 @@ class Orchestrator:
         clock: wall clock for lifecycle timestamps (tests inject skewed ones).
         max_payload_bytes: the largest payload ``submit`` accepts, as JSON.
         max_payload_depth: the deepest nesting of a payload ``submit`` accepts.
+        retention: how long finished jobs are kept, per state (default:
+            completed 7 days, failed and cancelled 30 days).
+        prune_interval: seconds between a worker's prune rounds (the first
+            at start); ``None``: this worker never prunes.
+        prune_batch: rows one prune statement deletes, at most.
 
     Raises:
         InvalidInput: a setting is out of its range.
@@ -107,12 +124,26 @@ class Orchestrator:
         clock: Callable[[], datetime] = utc_now,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH,
+        retention: Retention | None = None,
+        prune_interval: float | None = DEFAULT_PRUNE_INTERVAL,
+        prune_batch: int = DEFAULT_BATCH,
     ) -> None:
         self.payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
+        self.retention = Retention() if retention is None else retention
+        if not isinstance(self.retention, Retention):
+            raise InvalidInput("retention", f"must be a Retention, got {type(retention).__name__}")
+        self.prune_interval = (
+            None if prune_interval is None
+            else check_seconds("prune_interval", prune_interval, high=MAX_PRUNE_INTERVAL, allow_zero=False)
+        )  # fmt: skip
+        self.prune_batch = check_int("prune_batch", prune_batch, 1, MAX_BATCH)
+        self.pruner: Pruner | None = None
         self.database_url = database_url
         self.schema = schema
         self.concurrency = concurrency
         self.queues = queues
+        #: Whether the node id was chosen (not made up from host and pid).
+        self.node_id_given = node_id is not None
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
@@ -373,6 +404,10 @@ class Orchestrator:
                     on_job_exit=self._job_left_node,
                 )
                 await nursery.start(dispatcher.run)
+                await self._advertise(store)
+                if self.prune_interval is not None:
+                    self.pruner = Pruner(store, self.retention, self.prune_interval, self.prune_batch)
+                    nursery.start_soon(self.pruner.run)
                 if self._hurried:
                     dispatcher.hurry()
                 try:
@@ -381,6 +416,17 @@ class Orchestrator:
                     with trio.CancelScope(shield=True):
                         await dispatcher.drain(self.shutdown_grace)
             nursery.cancel_scope.cancel()
+
+    async def _advertise(self, store: Store) -> None:
+        """Record what this node runs (for ``explain``); best effort: a
+        worker that cannot say it still works."""
+        try:
+            await store.fetch(
+                "advertise_node", self.node_id, list(self.registry.kinds), self.queue_limits(),
+                self.concurrency, float(self.lease_seconds),
+            )  # fmt: skip
+        except OrchestratorError as exc:
+            logger.warning("could not record what node %s runs (explain will not see it): %s", self.node_id, exc)
 
     def queue_limits(self) -> dict[str, int]:
         """Each queue this worker claims from, with its concurrency limit."""
@@ -598,6 +644,35 @@ class Orchestrator:
         if deadline.cancelled_caught:
             raise TimeoutError(f"{len(pending)} of {len(ids)} jobs still not finished after {timeout}s")
         return [done[jid] for jid in ids]
+
+    async def explain(self, job_id: uuid.UUID | str, *, by: Principal) -> Explanation:
+        """Why the job is where it is, from the database: ``reason`` (a
+        :class:`~orchestrator.ExplainReason`) and a sentence, with the
+        figures behind them.
+
+        Raises:
+            InvalidJobId: ``job_id`` is not a UUID.
+            JobNotFound: no such job in ``by``'s organisation.
+        """
+        return await explain_job(self._require_store(), parse_job_id(job_id), by)
+
+    async def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        states: Iterable[str] | None = None,
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Delete finished jobs older than the retention ages (or
+        ``older_than`` seconds, for every state), in bounded batches; with
+        ``dry_run``, only count them. Every organisation's: this is an
+        operator's tool, not a principal's.
+
+        Raises:
+            InvalidInput: a state or age is not allowed (naming it).
+        """
+        ages = self.retention.ages(states, older_than)
+        return await prune(self._require_store(), ages, batch=self.prune_batch, dry_run=dry_run)
 
     # -- cancelling --------------------------------------------------------
 

@@ -40,7 +40,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 READ_STATEMENTS = frozenset(
     {
         "get_job", "get_job_any", "get_jobs", "list_jobs", "next_due", "applied_migrations",
-        "job_counts", "job_series", "ping", "list_tokens",
+        "job_counts", "job_series", "ping", "list_tokens", "explain_job",
     }
 )  # fmt: skip
 

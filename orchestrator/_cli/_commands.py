@@ -35,15 +35,16 @@ from ._session import (
     principal_from,
     resolve_database,
     run_session,
-    schema_from,
+    settings_from,
 )
 
 
 def cmd_migrate(args: argparse.Namespace, extras: list[str]) -> int:
-    schema = schema_from(args)
+    settings = settings_from(args)
+    schema = settings.schema
 
     async def migrate() -> list[str]:
-        url = await resolve_database(Orchestrator(args.database_url, schema=schema))
+        url = await resolve_database(Orchestrator(settings.database_url, schema=schema))
         with naming_database(url):
             async with open_store(url, schema=schema, size=1) as store:
                 return await store.migrate(load_migrations())
@@ -73,7 +74,7 @@ def _read_payload(text: str) -> Any:
 
 def cmd_submit(args: argparse.Namespace, extras: list[str]) -> int:
     orch = load_app(args.app)
-    apply_global_settings(orch, args)
+    apply_global_settings(orch, args, args.app)
     owner = principal_from(args)
     payload = _read_payload(args.payload)
     # Check the kind and the payload before touching any database.
@@ -220,10 +221,11 @@ def cmd_jobs(args: argparse.Namespace, extras: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, extras: list[str]) -> int:
-    schema = schema_from(args)
+    settings = settings_from(args)
+    schema = settings.schema
 
     async def demo() -> int:
-        url = await resolve_database(Orchestrator(args.database_url, schema=schema))
+        url = await resolve_database(Orchestrator(settings.database_url, schema=schema))
         with naming_database(url):
             return await run_demo(url, schema=schema, live=args.live)
 

@@ -14,33 +14,37 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import trio
 
-from .._app import apply_worker_settings, load_app
+from .._app import load_app
+from .._settings import SETTING_NAMES, apply_settings
 from .._database_url import redact_url
 from .._orchestrator import Orchestrator
 from ._exits import EXIT_OK, EXIT_USAGE, CliError
-from ._session import apply_global_settings, naming_database, resolve_database
+from ._session import GLOBAL_SETTINGS, naming_database, resolve_database, setting_flags, settings_from
 
 logger = logging.getLogger("orchestrator.cli")
 
 
+def daemon_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The daemon's settings given as flags (``None``: not given)."""
+    flags = setting_flags(args, (*GLOBAL_SETTINGS, *DAEMON_FLAGS))
+    flags["work"] = False if getattr(args, "no_work", False) else None
+    return flags
+
+
+#: The daemon's settings that have a flag of their own.
+DAEMON_FLAGS = ("concurrency", "queues", "shutdown_grace", "http", "http_body_limit", "prune_interval")
+
+
 def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     orch = load_app(args.app)
-    apply_global_settings(orch, args)
-    apply_worker_settings(
-        orch, concurrency=args.concurrency, queues=args.queues, shutdown_grace=args.shutdown_grace
-    )
-    http = HttpSettings(args.http, args.http_body_limit) if args.http else None
-    if http is not None:
-        from .._http import parse_bind
-
-        try:
-            parse_bind(http.bind)
-        except ValueError as exc:
-            raise CliError(f"bad --http: {exc}", EXIT_USAGE) from None
-    if args.no_work:
+    settings = settings_from(args, SETTING_NAMES, app=orch, app_name=args.app, flags=daemon_flags(args))
+    apply_settings(orch, settings)
+    http = HttpSettings(settings.http, settings.http_body_limit) if settings.http else None
+    if not settings.work:
         if http is None:
             raise CliError("--no-work serves only the HTTP API: give --http HOST:PORT too", EXIT_USAGE)
         return trio.run(partial(serve, orch, args.app, http=http, work=False))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import trio
 from pydantic import ValidationError
 
-from .._app import AppLoadError
+from .._app import AppLoadError, SettingError
 from .._errors import (
     DatabaseUnavailable,
     InvalidInput,
@@ -83,7 +83,7 @@ def describe_error(exc: BaseException) -> tuple[int, str]:
     """The exit code and one-line message for ``exc``."""
     if isinstance(exc, CliError):
         return exc.code, str(exc)
-    if isinstance(exc, AppLoadError):
+    if isinstance(exc, (AppLoadError, SettingError)):
         return EXIT_USAGE, str(exc)
     if isinstance(exc, ValidationError):
         return EXIT_USAGE, validation_message(exc, f"invalid {exc.title}")

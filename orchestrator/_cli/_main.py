@@ -12,13 +12,15 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from .._app import LOG_FORMAT_ENV, LOG_LEVEL_ENV, SettingError, env_setting
-from .._logging import LOG_FORMATS, LOG_LEVELS, JsonFormatter, configure_logging
+from .._app import SettingError
+from .._logging import JsonFormatter, configure_logging
 from ._commands import cmd_bench, cmd_cancel, cmd_demo, cmd_jobs, cmd_migrate, cmd_status, cmd_submit, cmd_wait
 from ._daemon import cmd_run
+from ._ops_commands import cmd_config, cmd_explain, cmd_prune
+from ._session import settings_from
 from ._token_commands import cmd_token
 from ._exits import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, describe_error, meaningful_error, one_line
 from ._parser import build_parser
@@ -37,29 +39,22 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace, list[str]], int]] = Mapping
         "demo": cmd_demo,
         "bench": cmd_bench,
         "token": cmd_token,
+        "explain": cmd_explain,
+        "prune": cmd_prune,
+        "config": cmd_config,
     }
 )
 
 
 def _log_settings(args: argparse.Namespace) -> tuple[str, str]:
-    """The log level and format: the flag, else the environment, else the default.
+    """The log level and format: the flag, else the environment, else the
+    ``--config`` file, else the default.
 
     Raises:
-        SettingError: the environment's value is not one of the choices.
+        SettingError: a value is not one of the choices (naming where it came from).
     """
-
-    def choice(choices: Sequence[str], normalise: Callable[[str], str]) -> Callable[[str], str]:
-        def parse(text: str) -> str:
-            value = normalise(text.strip())
-            if value not in choices:
-                raise ValueError(f"{text!r} must be one of: {', '.join(choices)}")
-            return value
-
-        return parse
-
-    level = args.log_level or env_setting(LOG_LEVEL_ENV, choice(LOG_LEVELS, str.upper))
-    log_format = args.log_format or env_setting(LOG_FORMAT_ENV, choice(LOG_FORMATS, str.lower))
-    return level or ("INFO" if args.command == "run" else "WARNING"), log_format or "text"
+    settings = settings_from(args, ["log_level", "log_format"])
+    return settings.log_level or ("INFO" if args.command == "run" else "WARNING"), settings.log_format
 
 
 def _silence_stdout() -> None:

@@ -21,6 +21,8 @@ from .._app import (
     parse_queues,
     parse_shutdown_grace,
 )
+from .._errors import InvalidInput
+from .._retention import TERMINAL_STATES, parse_duration
 from .._tokens import parse_positive_seconds
 from .._lifecycle import JobState
 from .._logging import LOG_FORMATS, LOG_LEVELS
@@ -49,6 +51,14 @@ _non_negative_float = _argument(parse_shutdown_grace, "seconds")
 _queue_spec = _argument(parse_queues, "queues")
 
 
+def _duration(text: str) -> float:
+    """A duration (``7d``, ``12h``, ``90s``...) as an argparse ``type``."""
+    try:
+        return parse_duration(text, "duration")
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
 _EXIT_CODES_HELP = """\
 exit codes:
   0    success (for run: stopped by SIGTERM or SIGINT, running jobs finished or requeued)
@@ -62,7 +72,8 @@ exit codes:
 """
 
 _ENVIRONMENT_HELP = f"""\
-environment (a flag wins over its variable, a variable over the --app object's setting):
+environment (a flag wins over its variable, a variable over the --config file, the file over the
+--app object's setting; every setting has its ORCHESTRATOR_* variable: see `orchestrator config show`):
   {DATABASE_URL_ENV:<29}  --database-url
   {SCHEMA_ENV:<29}  --schema
   {LOG_LEVEL_ENV:<29}  --log-level
@@ -112,6 +123,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         metavar="NAME",
         default=default(None),
         help=f"PostgreSQL schema holding the orchestrator's tables (default: ${SCHEMA_ENV}, else '{DEFAULT_SCHEMA}')",
+    )
+    group.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default(None),
+        help="a TOML file of settings (`concurrency = 20`, `retention_completed = \"7d\"`...): flags and "
+        "ORCHESTRATOR_* variables win over it, it wins over the --app object's own settings; see `config show`",
     )
     group.add_argument(
         "--log-level",
@@ -213,9 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--http-body-limit",
         type=_positive_int,
-        default=1 << 20,
         metavar="BYTES",
         help="largest request body the HTTP API reads; larger ones get 413 (default: 1 MiB)",
+    )
+    run.add_argument(
+        "--prune-interval",
+        metavar="DURATION",
+        help="how often this worker deletes finished jobs past their retention age: 15m, 1h, ... or 'never' "
+        "(default: 1h)",
     )
 
     submit = command("submit", "submit a job; print its id", [principal, output])
@@ -234,6 +257,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = command("cancel", "cancel a queued or running job (the owner, or an admin of its organisation)", [principal, output])
     cancel.add_argument("job_id", metavar="JOB_ID")
+
+    explain = command(
+        "explain",
+        "say why a job is where it is: waiting for its run_at, behind other jobs, no worker or every worker full, "
+        "running on a node (and its heartbeat), a cancel not yet delivered, retrying, or finished and why",
+        [principal, output],
+    )
+    explain.add_argument("job_id", metavar="JOB_ID")
+
+    prune = command(
+        "prune",
+        "delete finished jobs older than their retention age (default: completed 7d, failed and cancelled 30d), "
+        "in bounded batches, one process at a time; print how many per state",
+        [output],
+    )
+    prune.add_argument(
+        "--older-than", type=_duration, metavar="DURATION",
+        help="this age for every state instead of the retention ages: 90s, 15m, 12h, 7d, 2w or sums like 1d12h",
+    )  # fmt: skip
+    prune.add_argument(
+        "--state", action="append", choices=TERMINAL_STATES,
+        help="only jobs that ended in this state (repeat for several; default: all three)",
+    )  # fmt: skip
+    prune.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+
+    config = command("config", "the effective configuration")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_show = config_commands.add_parser(
+        "show",
+        help="print every setting, its value (secrets masked) and where it came from: flag, environment, "
+        "--config file, the --app object, or the default",
+        parents=[common, output],
+    )
+    config_show.add_argument("--app", metavar="MODULE:ATTR", help="include the settings of this Orchestrator")
+    for name in ("concurrency", "queues", "shutdown-grace", "http", "http-body-limit", "prune-interval"):
+        config_show.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    config_show.add_argument("--no-work", action="store_true", help=argparse.SUPPRESS)
 
     jobs = command("jobs", "list the organisation's jobs, newest first", [principal, output])
     jobs.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")

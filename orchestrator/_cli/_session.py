@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 from pydantic import ValidationError
 
-from .._app import SCHEMA_ENV
 from .._database_url import check_database_url, redact_url
 from .._errors import DatabaseUnavailable, InvalidInput, InvalidJobId
 from .._models import Principal, parse_job_id
 from .._orchestrator import DATABASE_URL_ENV, Orchestrator
+from .._settings import Settings, apply_settings, resolve_settings
 from ._exits import EXIT_DATABASE, EXIT_USAGE, CliError, one_line, validation_message
 
 USER_ENV = "ORCHESTRATOR_USER"
@@ -30,14 +30,41 @@ DEFAULT_SCHEMA = "orchestrator"
 T = TypeVar("T")
 
 
-def schema_from(args: argparse.Namespace, fallback: str = DEFAULT_SCHEMA) -> str:
-    from .._store import check_schema_name
+#: The command line's flag for each setting it has one for.
+GLOBAL_SETTINGS = ("database_url", "schema", "log_level", "log_format")
 
-    schema = args.schema or os.environ.get(SCHEMA_ENV) or fallback
-    try:
-        return check_schema_name(schema)
-    except ValueError as exc:
-        raise CliError(f"bad --schema: {exc}", EXIT_USAGE) from None
+
+def setting_flags(args: argparse.Namespace, names: Iterable[str] = GLOBAL_SETTINGS) -> dict[str, Any]:
+    """The settings given as flags (``None``: not given)."""
+    return {name: getattr(args, name, None) for name in names}
+
+
+def settings_from(
+    args: argparse.Namespace,
+    only: Iterable[str] = ("database_url", "schema"),
+    *,
+    app: Orchestrator | None = None,
+    app_name: str = "",
+    flags: dict[str, Any] | None = None,
+) -> Settings:
+    """The settings ``only`` (flags > environment > ``--config`` file > app > defaults).
+
+    Raises:
+        InvalidSetting: naming the setting, where it came from and the value (exit 2).
+    """
+    wanted = set(only)
+    given = setting_flags(args) if flags is None else flags
+    return resolve_settings(
+        flags={k: v for k, v in given.items() if k in wanted},
+        config=getattr(args, "config", None),
+        app=app,
+        app_name=app_name,
+        only=wanted,
+    ).settings
+
+
+def schema_from(args: argparse.Namespace) -> str:
+    return settings_from(args, ["schema"]).schema
 
 
 def principal_from(args: argparse.Namespace) -> Principal:
@@ -66,18 +93,25 @@ def job_id_from(text: str) -> str:
         raise CliError(str(exc), EXIT_USAGE) from None
 
 
+#: What a command that only reads, cancels, prunes or manages tokens needs.
+CLIENT_SETTINGS = (
+    "database_url", "schema", "pool_size", "retention_completed", "retention_failed", "retention_cancelled",
+    "prune_batch",
+)  # fmt: skip
+
+
 def plain_orchestrator(args: argparse.Namespace) -> Orchestrator:
-    """An orchestrator with no handlers: enough to read, wait and cancel."""
-    return Orchestrator(args.database_url, schema=schema_from(args))
+    """An orchestrator with no handlers: enough to read, wait, cancel and prune."""
+    orch = Orchestrator()
+    apply_settings(orch, settings_from(args, CLIENT_SETTINGS), set(CLIENT_SETTINGS))
+    return orch
 
 
-def apply_global_settings(orch: Orchestrator, args: argparse.Namespace) -> None:
-    """Settings given on the command line win over the environment, which
-    wins over the app's own."""
-    database_url = args.database_url or os.environ.get(DATABASE_URL_ENV)
-    if database_url:
-        orch.database_url = database_url
-    orch.schema = schema_from(args, fallback=orch.schema)
+def apply_global_settings(orch: Orchestrator, args: argparse.Namespace, app_name: str = "") -> None:
+    """The database, schema and payload limits: flags win over the
+    environment, which wins over the ``--config`` file, then the app's own."""
+    names = {"database_url", "schema", "max_payload_bytes", "max_payload_depth", "pool_size"}
+    apply_settings(orch, settings_from(args, names, app=orch, app_name=app_name), names)
 
 
 @contextmanager

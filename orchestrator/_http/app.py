@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import DatabaseUnavailable
+from .._explain import Explanation
 from .._models import CancelOutcome, JobRecord, Principal
 from .._orchestrator import NotRunning, Orchestrator
 from .._paging import PAGE_LIMIT, JobPage, list_jobs_page
@@ -169,6 +170,13 @@ def create_app(
     async def get_job(job_id: str, caller: Caller) -> JobRecord:
         """The job as stored now."""
         return await orch.get(job_id, by=caller)
+
+    @app.get(
+        "/api/jobs/{job_id}/explain", response_model=Explanation, responses={**ERRORS, **NOT_FOUND}, tags=["jobs"]
+    )
+    async def explain_job(job_id: str, caller: Caller) -> Explanation:
+        """Why the job is where it is: a `reason` code and a sentence, from the database."""
+        return await orch.explain(job_id, by=caller)
 
     @app.post(
         "/api/jobs/{job_id}/cancel",

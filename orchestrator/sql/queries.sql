@@ -527,3 +527,100 @@ inserted AS (
 SELECT (SELECT count(*) FROM advanced) > 0 AS advanced,
        ($14 OR $3 <= $2 + make_interval(secs => $13)) AS on_time,
        (SELECT job_id FROM inserted) AS job_id;
+
+-- name: advertise_node
+-- A worker says what it runs: its kinds, its queues with their limits, its
+-- concurrency and its lease, so that `explain` can tell, from the database,
+-- whether a live node could claim a job. After register_node.
+UPDATE nodes SET kinds = $2::text[], queue_limits = $3::jsonb, concurrency = $4, lease_seconds = $5
+WHERE node_id = $1;
+
+-- name: explain_job
+-- Everything `explain` needs about one job of an organisation ($1 id, $2
+-- organisation), measured by the database's clock in one statement: the row,
+-- seconds until it is due, the live nodes that run its kind and claim from
+-- its queue and how many of them are at a limit, the jobs ahead of it in
+-- claim order, and the heartbeat of the node holding its lease. Durations
+-- are numbers of seconds, never timestamps that might not decode.
+WITH job AS (
+    SELECT * FROM job_status WHERE job_id = $1 AND owner_org_id = $2
+),
+now AS (
+    SELECT clock_timestamp() AS t
+),
+live AS (
+    SELECT n.node_id, n.kinds, n.queue_limits, n.concurrency
+    FROM nodes n CROSS JOIN now
+    WHERE n.stopped_at IS NULL AND n.kinds IS NOT NULL
+      AND n.heartbeat_at >= now.t - make_interval(secs => COALESCE(n.lease_seconds, 30))
+),
+serving AS (
+    SELECT l.node_id, l.concurrency, (l.queue_limits ->> job.queue)::int AS queue_limit,
+           -- The node's leases use the lease-node index.
+           (SELECT count(*) FROM job_status r
+            WHERE r.lease_node = l.node_id AND r.status IN ('queued', 'active') AND r.lease_token IS NOT NULL) AS held,
+           (SELECT count(*) FROM job_status r
+            WHERE r.lease_node = l.node_id AND r.status IN ('queued', 'active') AND r.lease_token IS NOT NULL
+              AND r.queue = job.queue) AS held_in_queue
+    FROM live l CROSS JOIN job
+    WHERE job.kind = ANY(l.kinds) AND l.queue_limits ? job.queue
+)
+SELECT job.*,
+       now.t AS checked_at,
+       extract(epoch FROM job.run_at - now.t)::double precision AS due_in_seconds,
+       extract(epoch FROM job.lease_expires_at - now.t)::double precision AS lease_expires_in_seconds,
+       extract(epoch FROM now.t - job.cancel_requested_at)::double precision AS cancel_requested_seconds_ago,
+       extract(epoch FROM now.t - ln.heartbeat_at)::double precision AS heartbeat_age_seconds,
+       ln.stopped_at IS NOT NULL AS lease_node_stopped,
+       (SELECT count(*) FROM live)::int AS live_nodes,
+       (SELECT count(*) FROM live l WHERE job.kind = ANY(l.kinds))::int AS nodes_running_kind,
+       (SELECT count(*) FROM serving)::int AS nodes_serving,
+       (SELECT count(*) FROM serving s
+        WHERE s.held >= s.concurrency OR s.held_in_queue >= s.queue_limit)::int AS nodes_at_limit,
+       -- Due, unleased jobs of its queue that a claim takes first (the claim
+       -- index's order: priority, then run_at, then id).
+       (SELECT count(*) FROM job_status a
+        WHERE a.status = 'queued' AND a.lease_token IS NULL AND a.queue = job.queue
+          AND a.run_at <= now.t AND a.priority > job.priority)::int AS ahead_higher_priority,
+       (SELECT count(*) FROM job_status a
+        WHERE a.status = 'queued' AND a.lease_token IS NULL AND a.queue = job.queue
+          AND a.run_at <= now.t
+          AND (a.priority > job.priority
+               OR (a.priority = job.priority AND (a.run_at, a.job_id) < (job.run_at, job.job_id))))::int AS ahead
+FROM job CROSS JOIN now
+LEFT JOIN nodes ln ON ln.node_id = job.lease_node;
+
+-- name: prune_jobs
+-- Delete at most $3 jobs in state $1 that finished more than $2 seconds ago,
+-- oldest first (the retention index), if no other process is pruning this
+-- schema: the transaction-level advisory lock makes one pruner at a time,
+-- and a pruner that does not get it deletes nothing and says so (held).
+-- Live jobs are never touched, and SKIP LOCKED never waits on a row another
+-- statement holds, so a claim never waits on a prune.
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(hashtext('trio-orchestrator prune ' || current_schema())) AS held
+),
+doomed AS (
+    SELECT j.job_id FROM job_status j CROSS JOIN lock
+    WHERE lock.held AND j.status = $1::job_state
+      AND j.status IN ('completed', 'failed', 'cancelled')
+      AND j.completed_at < clock_timestamp() - make_interval(secs => $2)
+    ORDER BY j.completed_at
+    LIMIT $3
+    FOR UPDATE OF j SKIP LOCKED
+),
+deleted AS (
+    DELETE FROM job_status j USING doomed WHERE j.job_id = doomed.job_id
+    RETURNING j.job_id
+)
+SELECT (SELECT held FROM lock) AS held, (SELECT count(*) FROM deleted)::bigint AS deleted;
+
+-- name: count_prunable
+-- How many jobs prune_jobs would delete: per state ($1), those finished more
+-- than the matching number of seconds ($2) ago.
+SELECT a.state,
+       (SELECT count(*) FROM job_status j
+        WHERE j.status = a.state::job_state AND j.status IN ('completed', 'failed', 'cancelled')
+          AND j.completed_at < clock_timestamp() - make_interval(secs => a.age))::bigint AS n
+FROM unnest($1::text[], $2::double precision[]) WITH ORDINALITY AS a(state, age, i)
+ORDER BY a.i;

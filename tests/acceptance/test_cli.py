@@ -459,10 +459,10 @@ async def test_run_takes_settings_from_the_environment_and_flags_win(database_ur
 @pytest.mark.parametrize(
     ("args", "env", "complaint"),
     [
-        ((), {"ORCHESTRATOR_CONCURRENCY": "lots"}, "bad ORCHESTRATOR_CONCURRENCY: 'lots' is not an integer"),
-        ((), {"ORCHESTRATOR_QUEUES": "default=0"}, "bad ORCHESTRATOR_QUEUES: queue 'default': limit 0 must be at least 1"),
-        ((), {"ORCHESTRATOR_SHUTDOWN_GRACE": "-1"}, "bad ORCHESTRATOR_SHUTDOWN_GRACE: '-1' must be"),
-        ((), {"ORCHESTRATOR_LOG_FORMAT": "xml"}, "bad ORCHESTRATOR_LOG_FORMAT: 'xml' must be one of: text, json"),
+        ((), {"ORCHESTRATOR_CONCURRENCY": "lots"}, "bad concurrency (from ORCHESTRATOR_CONCURRENCY): 'lots' is not an integer"),
+        ((), {"ORCHESTRATOR_QUEUES": "default=0"}, "bad queues (from ORCHESTRATOR_QUEUES): queue 'default': limit 0 must be at least 1"),
+        ((), {"ORCHESTRATOR_SHUTDOWN_GRACE": "-1"}, "bad shutdown_grace (from ORCHESTRATOR_SHUTDOWN_GRACE): '-1' must be"),
+        ((), {"ORCHESTRATOR_LOG_FORMAT": "xml"}, "bad log_format (from ORCHESTRATOR_LOG_FORMAT): 'xml' must be one of: text, json"),
         (("--queues", "default=two"), {}, "argument --queues: queue 'default': limit 'two' is not an integer"),
         (("--queues", "a,a"), {}, "argument --queues: queue 'a' is given twice"),
     ],
@@ -770,7 +770,7 @@ def test_settings_come_from_flags_then_environment_then_the_app() -> None:
     apply_worker_settings(untouched, environ={})
     assert (untouched.concurrency, untouched.queues, untouched.shutdown_grace) == (10, ["z"], 1.0)
 
-    with pytest.raises(SettingError, match="bad ORCHESTRATOR_CONCURRENCY: '0' must be at least 1"):
+    with pytest.raises(SettingError, match=r"bad concurrency \(from ORCHESTRATOR_CONCURRENCY\): '0' must be at least 1"):
         apply_worker_settings(untouched, environ={"ORCHESTRATOR_CONCURRENCY": "0"})
 
 
