@@ -86,16 +86,66 @@ class Supervisor:
             Exception: Whatever ``factory`` or the first ``on_start`` raised;
                 the actor is then dead and not restarted.
         """
-        if mailbox_size < 1:
-            raise ValueError(f"mailbox_size must be at least 1, got {mailbox_size}")
+        _check_mailbox_size(mailbox_size)
         mailbox = Mailbox(name, mailbox_size)
         ref: ActorRef[M] = ActorRef(mailbox)
-        await self._nursery.start(self._supervise, factory, ref, mailbox, restart)
+        await self._nursery.start(self._supervise, factory, None, ref, mailbox, restart)
         return ref
+
+    def spawn_soon(
+        self,
+        factory: Callable[[], Actor[M]],
+        *,
+        name: str,
+        mailbox_size: int = 64,
+        restart: Restart = Restart.PERMANENT,
+    ) -> ActorRef[M]:
+        """Start an actor and return its ref at once, without waiting for ``on_start``.
+
+        The non-blocking twin of :meth:`spawn`: messages told before
+        ``on_start`` completes wait in the mailbox and are handled after it,
+        in order. As no caller waits for it, a crash in the first
+        ``on_start`` is handled by the restart policy like any later crash
+        (logged; restarted unless ``TEMPORARY``; counted towards the
+        intensity).
+
+        Args:
+            factory: Builds a fresh instance; called once here for the first
+                instance and again for every restart.
+            name: The actor's name, for errors and logs (need not be unique).
+            mailbox_size: Capacity of the mailbox, at least 1.
+            restart: When to restart the actor after a crash.
+
+        Returns:
+            The actor's ref, valid across restarts.
+
+        Raises:
+            ValueError: ``mailbox_size`` is below 1.
+            RuntimeError: The supervisor has closed (its block was left).
+            Exception: Whatever ``factory`` raised; nothing was spawned.
+        """
+        _check_mailbox_size(mailbox_size)
+        # Built here so that a factory that cannot build says so to the caller.
+        first = factory()
+        mailbox = Mailbox(name, mailbox_size)
+        ref: ActorRef[M] = ActorRef(mailbox)
+        self._nursery.start_soon(self._supervise, factory, first, ref, mailbox, restart)
+        # Registered now, so that it is among `children` (and gets a stop at
+        # shutdown) even before its task first runs.
+        self._register(ref)
+        return ref
+
+    def _register(self, ref: ActorRef[Any]) -> None:
+        if ref in self._children:
+            return
+        self._children[ref] = None
+        if self._closing:
+            self._nursery.start_soon(ref.stop)
 
     async def _supervise(
         self,
         factory: Callable[[], Actor[M]],
+        first: Actor[M] | None,
         ref: ActorRef[M],
         mailbox: Mailbox,
         restart: Restart,
@@ -110,20 +160,24 @@ class Supervisor:
                 is_started = True
                 task_status.started()
 
-        self._children[ref] = None
-        if self._closing:
-            self._nursery.start_soon(ref.stop)
+        # Only spawn's caller waits for the first on_start; spawn_soon
+        # passes the first instance and leaves its crash to the policy.
+        report_first = first is None
+        self._register(ref)
         crash: Exception | None = None
+        instance: Actor[M] | None
         try:
             while True:
                 try:
-                    await run_actor(factory(), ref, mailbox, started)
+                    instance, first = (factory() if first is None else first), None
+                    await run_actor(instance, ref, mailbox, started)
                     return
                 except Exception as exc:
                     crash = _unwrap(exc)
+                instance = None  # a crashed instance is garbage from here on
                 # Raised outside the except clause so the caller of spawn
                 # sees the bare exception, without the group as its context.
-                if not is_started:
+                if report_first and not is_started:
                     raise crash
                 if not self._should_restart(ref, restart, mailbox, crash):
                     return
@@ -225,6 +279,11 @@ async def open_supervisor(
     else:
         return
     raise error
+
+
+def _check_mailbox_size(mailbox_size: int) -> None:
+    if mailbox_size < 1:
+        raise ValueError(f"mailbox_size must be at least 1, got {mailbox_size}")
 
 
 def _unwrap(exc: Exception) -> Exception:
