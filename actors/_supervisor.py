@@ -11,9 +11,9 @@ from typing import Any, TypeVar, final
 
 import trio
 
-from ._actor import Actor, run_actor
-from ._errors import SupervisorEscalation
-from ._mailbox import Mailbox
+from ._actor import Actor, Starting, run_actor
+from ._errors import ActorDead, MailboxFull, SupervisorEscalation
+from ._mailbox import STOP, Mailbox
 from ._ref import ActorRef
 
 M = TypeVar("M")
@@ -86,10 +86,9 @@ class Supervisor:
             Exception: Whatever ``factory`` or the first ``on_start`` raised;
                 the actor is then dead and not restarted.
         """
-        _check_mailbox_size(mailbox_size)
-        mailbox = Mailbox(name, mailbox_size)
-        ref: ActorRef[M] = ActorRef(mailbox)
-        await self._nursery.start(self._supervise, factory, None, ref, mailbox, restart)
+        starting = Starting()
+        ref = self._start(factory, name, mailbox_size, restart, starting)
+        await starting.wait()
         return ref
 
     def spawn_soon(
@@ -124,61 +123,59 @@ class Supervisor:
             RuntimeError: The supervisor has closed (its block was left).
             Exception: Whatever ``factory`` raised; nothing was spawned.
         """
-        _check_mailbox_size(mailbox_size)
+        return self._start(factory, name, mailbox_size, restart, None)
+
+    def _start(
+        self,
+        factory: Callable[[], Actor[M]],
+        name: str,
+        mailbox_size: int,
+        restart: Restart,
+        starting: Starting | None,
+    ) -> ActorRef[M]:
+        if mailbox_size < 1:
+            raise ValueError(f"mailbox_size must be at least 1, got {mailbox_size}")
         # Built here so that a factory that cannot build says so to the caller.
         first = factory()
         mailbox = Mailbox(name, mailbox_size)
         ref: ActorRef[M] = ActorRef(mailbox)
-        self._nursery.start_soon(self._supervise, factory, first, ref, mailbox, restart)
+        # One plain task per actor, straight in the supervisor's nursery: no
+        # `nursery.start` and its temporary nursery, no wrapper task.
+        self._nursery.start_soon(self._supervise, factory, first, ref, mailbox, restart, starting)
         # Registered now, so that it is among `children` (and gets a stop at
         # shutdown) even before its task first runs.
-        self._register(ref)
-        return ref
-
-    def _register(self, ref: ActorRef[Any]) -> None:
-        if ref in self._children:
-            return
         self._children[ref] = None
         if self._closing:
-            self._nursery.start_soon(ref.stop)
+            self._send_stop(ref)
+        return ref
 
     async def _supervise(
         self,
         factory: Callable[[], Actor[M]],
-        first: Actor[M] | None,
+        instance: Actor[M] | None,
         ref: ActorRef[M],
         mailbox: Mailbox,
         restart: Restart,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        starting: Starting | None,
     ) -> None:
-        is_started = False
-
-        def started() -> None:
-            nonlocal is_started
-            if not is_started:
-                is_started = True
-                task_status.started()
-
-        # Only spawn's caller waits for the first on_start; spawn_soon
-        # passes the first instance and leaves its crash to the policy.
-        report_first = first is None
-        self._register(ref)
         crash: Exception | None = None
-        instance: Actor[M] | None
         try:
             while True:
                 try:
-                    instance, first = (factory() if first is None else first), None
-                    await run_actor(instance, ref, mailbox, started)
+                    if instance is None:
+                        instance = factory()
+                    await run_actor(instance, ref, mailbox, starting)
                     return
                 except Exception as exc:
                     crash = _unwrap(exc)
                 instance = None  # a crashed instance is garbage from here on
-                # Raised outside the except clause so the caller of spawn
-                # sees the bare exception, without the group as its context.
-                if report_first and not is_started:
-                    raise crash
+                if starting is not None:
+                    if not starting.done:
+                        # The caller of spawn gets the crash of the first
+                        # on_start; the actor is dead and not restarted.
+                        starting.failed(crash)
+                        return
+                    starting = None  # nobody waits for a restarted instance
                 if not self._should_restart(ref, restart, mailbox, crash):
                     return
                 # Its traceback pins the crashed instance; and if the next
@@ -189,7 +186,7 @@ class Supervisor:
             # nobody must be left waiting on it.
             mailbox.close(crash)
             del self._children[ref]
-            ref._stopped.set()
+            ref._set_stopped()
 
     def _should_restart(
         self, ref: ActorRef[Any], restart: Restart, mailbox: Mailbox, crash: Exception
@@ -230,7 +227,15 @@ class Supervisor:
         """Send every child a stop message; children spawned later get one too."""
         self._closing = True
         for ref in self._children:
-            self._nursery.start_soon(ref.stop)
+            self._send_stop(ref)
+
+    def _send_stop(self, ref: ActorRef[Any]) -> None:
+        # A task only for the rare child whose mailbox is full: one per child
+        # would double the cost of stopping thousands of them.
+        try:
+            ref.stop_nowait()
+        except MailboxFull:
+            self._nursery.start_soon(_put_stop, ref._mailbox)
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.name!r} children={len(self._children)}>"
@@ -281,9 +286,11 @@ async def open_supervisor(
     raise error
 
 
-def _check_mailbox_size(mailbox_size: int) -> None:
-    if mailbox_size < 1:
-        raise ValueError(f"mailbox_size must be at least 1, got {mailbox_size}")
+async def _put_stop(mailbox: Mailbox) -> None:
+    try:
+        await mailbox.put(STOP)
+    except ActorDead:
+        pass
 
 
 def _unwrap(exc: Exception) -> Exception:
