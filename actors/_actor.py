@@ -42,8 +42,9 @@ class Actor(abc.ABC, Generic[M]):
 
     #: Whether each instance gets :attr:`nursery`. An actor class that never
     #: starts child tasks may set this to ``False``: its instances then run
-    #: without a nursery of their own, which saves about 1.5 KB and a third
-    #: of the cost of spawning one, and :attr:`nursery` is not set.
+    #: without a nursery of their own, which saves about 2 KB and 40% of the
+    #: cost of spawning one (docs/performance.md), and :attr:`nursery` is
+    #: not set.
     uses_nursery: ClassVar[bool] = True
 
     async def on_start(self) -> None:

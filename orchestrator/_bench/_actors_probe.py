@@ -106,7 +106,8 @@ async def tell_many(n: int) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     what, n, rest = argv[0], int(argv[1]), argv[2:]
     if what == "spawn":
-        figures = trio.run(spawn_idle, n, *rest)
+        how, kind = (*rest, "soon", "nursery")[:2]
+        figures = trio.run(spawn_idle, n, how, kind)
     else:
         figures = trio.run(tell_many, n)
     print(json.dumps(figures))
