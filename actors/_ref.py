@@ -22,11 +22,19 @@ class ActorRef(Generic[M]):
     :meth:`Supervisor.spawn`; do not instantiate them directly.
     """
 
-    __slots__ = ("_mailbox", "_stopped", "__weakref__")
+    __slots__ = ("_mailbox", "_stopped", "_stopped_event", "__weakref__")
 
     def __init__(self, mailbox: Mailbox) -> None:
         self._mailbox = mailbox
-        self._stopped = trio.Event()
+        self._stopped = False
+        # Made only for someone who waits: most actors are never waited on.
+        self._stopped_event: trio.Event | None = None
+
+    def _set_stopped(self) -> None:
+        """Mark the actor as stopped for good and wake whoever waits for that."""
+        self._stopped = True
+        if self._stopped_event is not None:
+            self._stopped_event.set()
 
     @property
     def name(self) -> str:
@@ -102,7 +110,7 @@ class ActorRef(Generic[M]):
             await self._mailbox.put(STOP)
         except ActorDead:
             pass
-        await self._stopped.wait()
+        await self.wait_stopped()
 
     def stop_nowait(self) -> None:
         """Enqueue a stop message without waiting for it to take effect.
@@ -117,7 +125,12 @@ class ActorRef(Generic[M]):
 
     async def wait_stopped(self) -> None:
         """Wait until the actor has stopped or died for good."""
-        await self._stopped.wait()
+        if self._stopped:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._stopped_event is None:
+            self._stopped_event = trio.Event()
+        await self._stopped_event.wait()
 
     def __repr__(self) -> str:
         state = "alive" if self.is_alive else "dead"

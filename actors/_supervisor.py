@@ -11,9 +11,9 @@ from typing import Any, TypeVar, final
 
 import trio
 
-from ._actor import Actor, run_actor
-from ._errors import SupervisorEscalation
-from ._mailbox import Mailbox
+from ._actor import Actor, Starting, run_actor
+from ._errors import ActorDead, MailboxFull, SupervisorEscalation
+from ._mailbox import STOP, Mailbox
 from ._ref import ActorRef
 
 M = TypeVar("M")
@@ -86,45 +86,96 @@ class Supervisor:
             Exception: Whatever ``factory`` or the first ``on_start`` raised;
                 the actor is then dead and not restarted.
         """
+        starting = Starting()
+        ref = self._start(factory, name, mailbox_size, restart, starting)
+        await starting.wait()
+        return ref
+
+    def spawn_soon(
+        self,
+        factory: Callable[[], Actor[M]],
+        *,
+        name: str,
+        mailbox_size: int = 64,
+        restart: Restart = Restart.PERMANENT,
+    ) -> ActorRef[M]:
+        """Start an actor and return its ref at once, without waiting for ``on_start``.
+
+        The non-blocking twin of :meth:`spawn`: messages told before
+        ``on_start`` completes wait in the mailbox and are handled after it,
+        in order. As no caller waits for it, a crash in the first
+        ``on_start`` is handled by the restart policy like any later crash
+        (logged; restarted unless ``TEMPORARY``; counted towards the
+        intensity).
+
+        Args:
+            factory: Builds a fresh instance; called once here for the first
+                instance and again for every restart.
+            name: The actor's name, for errors and logs (need not be unique).
+            mailbox_size: Capacity of the mailbox, at least 1.
+            restart: When to restart the actor after a crash.
+
+        Returns:
+            The actor's ref, valid across restarts.
+
+        Raises:
+            ValueError: ``mailbox_size`` is below 1.
+            RuntimeError: The supervisor has closed (its block was left).
+            Exception: Whatever ``factory`` raised; nothing was spawned.
+        """
+        return self._start(factory, name, mailbox_size, restart, None)
+
+    def _start(
+        self,
+        factory: Callable[[], Actor[M]],
+        name: str,
+        mailbox_size: int,
+        restart: Restart,
+        starting: Starting | None,
+    ) -> ActorRef[M]:
         if mailbox_size < 1:
             raise ValueError(f"mailbox_size must be at least 1, got {mailbox_size}")
+        # Built here so that a factory that cannot build says so to the caller.
+        first = factory()
         mailbox = Mailbox(name, mailbox_size)
         ref: ActorRef[M] = ActorRef(mailbox)
-        await self._nursery.start(self._supervise, factory, ref, mailbox, restart)
+        # One plain task per actor, straight in the supervisor's nursery: no
+        # `nursery.start` and its temporary nursery, no wrapper task.
+        self._nursery.start_soon(self._supervise, factory, first, ref, mailbox, restart, starting)
+        # Registered now, so that it is among `children` (and gets a stop at
+        # shutdown) even before its task first runs.
+        self._children[ref] = None
+        if self._closing:
+            self._send_stop(ref)
         return ref
 
     async def _supervise(
         self,
         factory: Callable[[], Actor[M]],
+        instance: Actor[M] | None,
         ref: ActorRef[M],
         mailbox: Mailbox,
         restart: Restart,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        starting: Starting | None,
     ) -> None:
-        is_started = False
-
-        def started() -> None:
-            nonlocal is_started
-            if not is_started:
-                is_started = True
-                task_status.started()
-
-        self._children[ref] = None
-        if self._closing:
-            self._nursery.start_soon(ref.stop)
         crash: Exception | None = None
         try:
             while True:
                 try:
-                    await run_actor(factory(), ref, mailbox, started)
+                    if instance is None:
+                        instance = factory()
+                    await run_actor(instance, ref, mailbox, starting)
                     return
                 except Exception as exc:
                     crash = _unwrap(exc)
-                # Raised outside the except clause so the caller of spawn
-                # sees the bare exception, without the group as its context.
-                if not is_started:
-                    raise crash
+                instance = None  # a crashed instance is garbage from here on
+                if starting is not None:
+                    if not starting.done:
+                        # The caller of spawn gets the crash of the first
+                        # on_start; the actor is dead and not restarted.
+                        starting.failed(crash)
+                        return
+                    starting = None  # nobody waits for a restarted instance
                 if not self._should_restart(ref, restart, mailbox, crash):
                     return
                 # Its traceback pins the crashed instance; and if the next
@@ -135,7 +186,7 @@ class Supervisor:
             # nobody must be left waiting on it.
             mailbox.close(crash)
             del self._children[ref]
-            ref._stopped.set()
+            ref._set_stopped()
 
     def _should_restart(
         self, ref: ActorRef[Any], restart: Restart, mailbox: Mailbox, crash: Exception
@@ -176,7 +227,15 @@ class Supervisor:
         """Send every child a stop message; children spawned later get one too."""
         self._closing = True
         for ref in self._children:
-            self._nursery.start_soon(ref.stop)
+            self._send_stop(ref)
+
+    def _send_stop(self, ref: ActorRef[Any]) -> None:
+        # A task only for the rare child whose mailbox is full: one per child
+        # would double the cost of stopping thousands of them.
+        try:
+            ref.stop_nowait()
+        except MailboxFull:
+            self._nursery.start_soon(_put_stop, ref._mailbox)
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.name!r} children={len(self._children)}>"
@@ -225,6 +284,13 @@ async def open_supervisor(
     else:
         return
     raise error
+
+
+async def _put_stop(mailbox: Mailbox) -> None:
+    try:
+        await mailbox.put(STOP)
+    except ActorDead:
+        pass
 
 
 def _unwrap(exc: Exception) -> Exception:
