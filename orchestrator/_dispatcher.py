@@ -294,7 +294,7 @@ class Dispatcher:
                 job = ClaimedJob.from_row(row)
                 if isinstance(job.payload, UndecodableJSON):
                     raise ValueError(f"payload cannot be decoded ({job.payload.reason})")
-                await self._spawn(job)
+                self._spawn(job)
             except Exception as exc:
                 reason = f"this job cannot be run: {type(exc).__name__}: {str(exc)[:300]}"
                 logger.error("job %s: %s; failing it", row["job_id"], reason)
@@ -332,9 +332,12 @@ class Dispatcher:
             self._reported.add(key)
             logger.error("%s failed: %s (the worker keeps serving)", what, exc)
 
-    async def _spawn(self, job: ClaimedJob) -> None:
+    def _spawn(self, job: ClaimedJob) -> None:
         definition = self._registry.get(job.kind)
-        ref: ActorRef[JobMessage] = await self._supervisor.spawn(
+        # Not awaited: the actor's on_start (which starts the handler) runs
+        # once this claim's rows are all handed out, with no serial
+        # nursery.start per row.
+        ref: ActorRef[JobMessage] = self._supervisor.spawn_soon(
             lambda: JobActor(
                 job, definition, self._writer, self._store, self._clock, self._job_exited, self.summary
             ),
