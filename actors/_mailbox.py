@@ -142,6 +142,11 @@ class Mailbox:
         """Whether the mailbox was closed, i.e. the actor is dead."""
         return self._closed
 
+    @property
+    def depth(self) -> int:
+        """Items queued and not yet taken."""
+        return self._send.statistics().current_buffer_used
+
     async def put(self, item: object) -> None:
         """Enqueue ``item``, waiting for space if the mailbox is full.
 

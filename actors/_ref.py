@@ -50,6 +50,11 @@ class ActorRef(Generic[M]):
         """
         return not self._mailbox.closed
 
+    @property
+    def mailbox_depth(self) -> int:
+        """Messages waiting in the actor's mailbox (for monitoring)."""
+        return self._mailbox.depth
+
     async def tell(self, message: M) -> None:
         """Enqueue ``message``, waiting for space while the mailbox is full.
 

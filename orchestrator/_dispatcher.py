@@ -26,6 +26,7 @@ from ._job_actor import CancelRequested, JobActor, JobMessage, LeaseLost, Releas
 from ._claimed import ClaimedJob
 from ._jobs import Registry
 from ._lifecycle import JobState
+from ._metrics import Metrics
 from ._validation import UndecodableJSON
 from ._store import Row, Store, retry_unavailable
 from ._summary import SUMMARY_INTERVAL, Summary
@@ -78,6 +79,7 @@ class Dispatcher:
         lease_seconds: how long a claim holds without a heartbeat.
         on_job_exit: called when a job leaves this node (ended or requeued).
         summary_interval: seconds between the INFO summary lines.
+        metrics: where the node's Prometheus figures go (through the summary).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Dispatcher:
         clock: Clock,
         on_job_exit: Callable[[uuid.UUID, JobState], None],
         summary_interval: float = SUMMARY_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -124,12 +127,22 @@ class Dispatcher:
         self.rescued = 0
         self.quarantined = 0
         self._reported: set[str] = set()
-        self.summary = Summary()
+        self.summary = Summary(metrics)
         self._summary_interval = summary_interval
 
     @property
     def running(self) -> int:
         return len(self._running)
+
+    @property
+    def actors(self) -> int:
+        """Job actors alive under this node's supervisor."""
+        return len(self._supervisor.children)
+
+    @property
+    def mailbox_depth(self) -> int:
+        """Messages waiting in the job actors' mailboxes, all together."""
+        return sum(ref.mailbox_depth for ref in self._supervisor.children)
 
     def wake(self) -> None:
         """Claim again now (jobs were inserted, or a slot came free)."""
@@ -229,7 +242,6 @@ class Dispatcher:
                     self._log_store_error("claiming", exc)
                     rows = []
                 self.claimed += len(rows)
-                self.summary.claimed += len(rows)
                 self.claims += 1
                 if len(rows) == free:
                     # Every free slot was filled: more may be due.
@@ -253,8 +265,9 @@ class Dispatcher:
             )
             if self._claiming.cancel_called:
                 await self._release_unstarted(rows)
-                return []
-            await self._start_claimed(rows)
+                rows = []
+            else:
+                await self._start_claimed(rows)
             return rows
         return []
 
@@ -289,16 +302,19 @@ class Dispatcher:
         stopping the dispatcher, so one bad row never stops everyone's work.
         """
         unusable: list[tuple[uuid.UUID, int, str]] = []
+        started: list[ClaimedJob] = []
         for row in rows:
             try:
                 job = ClaimedJob.from_row(row)
                 if isinstance(job.payload, UndecodableJSON):
                     raise ValueError(f"payload cannot be decoded ({job.payload.reason})")
                 self._spawn(job)
+                started.append(job)
             except Exception as exc:
                 reason = f"this job cannot be run: {type(exc).__name__}: {str(exc)[:300]}"
                 logger.error("job %s: %s; failing it", row["job_id"], reason)
                 unusable.append((row["job_id"], row["lease_token"], reason))
+        self.summary.claimed_jobs(len(rows), started)
         if unusable:
             try:
                 await retry_unavailable("failing unusable jobs", self._store.fail_unusable, unusable)
@@ -378,13 +394,14 @@ class Dispatcher:
         for job_id, running in held.items():
             if job_id not in renewed and self._running.get(job_id) is running:
                 logger.warning("job %s: lease (token %d) lost; cancelling its handler here", job_id, running.token)
+                self.summary.lease_lost()
                 self._tell(job_id, LeaseLost())
         for job_id, cancel_requested in renewed.items():
             if cancel_requested:
                 self.deliver_cancel(job_id)
         rescued = await self._store.rescue_expired()
         self.rescued += len(rescued)
-        self.summary.rescued += len(rescued)
+        self.summary.rescued_jobs(rescued)
         for row in rescued:
             logger.warning(
                 "job %s rescued from node %s whose lease expired: %s", row["job_id"], row["rescued_from"], row["outcome"]

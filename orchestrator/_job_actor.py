@@ -267,7 +267,9 @@ class JobActor(Actor[JobMessage]):
         if after.state is JobState.QUEUED and after.attempt == before.attempt:
             event = "released"
         # Counted for the INFO summary line; one record per job only at DEBUG.
-        self._summary.ended("retried" if event == "retry" else event, trio.current_time() - self._began)
+        self._summary.ended(
+            "retried" if event == "retry" else event, trio.current_time() - self._began, self.job.kind, self.job.queue
+        )
         if logger.isEnabledFor(logging.DEBUG):
             self._log_event(event, before.state, after.state, after.attempt)
 

@@ -37,6 +37,7 @@ from ._retention import (
 from ._groups import NurseryEdge
 from ._jobs import Handler, JobDefinition, Registry, RetryPolicy, payload_type
 from ._lifecycle import JobState
+from ._metrics import QUEUE_DEPTH_INTERVAL, Metrics
 from ._migrations import load_migrations
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
 from ._periodic import DEFAULT_GRACE_SECONDS, PeriodicSchedules, Schedule, check_schedule_options
@@ -104,6 +105,9 @@ class Orchestrator:
         prune_interval: seconds between a worker's prune rounds (the first
             at start); ``None``: this worker never prunes.
         prune_batch: rows one prune statement deletes, at most.
+        metrics_interval: seconds between reads of the queue depth for the
+            metrics (one node in the cluster recounts per interval);
+            ``None``: this orchestrator never reads it.
 
     Raises:
         InvalidInput: a setting is out of its range.
@@ -127,6 +131,7 @@ class Orchestrator:
         retention: Retention | None = None,
         prune_interval: float | None = DEFAULT_PRUNE_INTERVAL,
         prune_batch: int = DEFAULT_BATCH,
+        metrics_interval: float | None = QUEUE_DEPTH_INTERVAL,
     ) -> None:
         self.payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
         self.retention = Retention() if retention is None else retention
@@ -137,6 +142,12 @@ class Orchestrator:
             else check_seconds("prune_interval", prune_interval, high=MAX_PRUNE_INTERVAL, allow_zero=False)
         )  # fmt: skip
         self.prune_batch = check_int("prune_batch", prune_batch, 1, MAX_BATCH)
+        self.metrics_interval = (
+            None if metrics_interval is None
+            else check_seconds("metrics_interval", metrics_interval, high=MAX_PRUNE_INTERVAL, allow_zero=False)
+        )  # fmt: skip
+        #: This orchestrator's Prometheus metrics, on a registry of its own.
+        self.metrics = Metrics()
         self.pruner: Pruner | None = None
         self.database_url = database_url
         self.schema = schema
@@ -356,7 +367,7 @@ class Orchestrator:
         # out as itself, as it would without the orchestrator.
         edge = NurseryEdge()
         with edge.unwrapping():
-            async with open_store(dsn, schema=self.schema, size=self.pool_size) as store:
+            async with open_store(dsn, schema=self.schema, size=self.pool_size, metrics=self.metrics) as store:
                 if migrate:
                     applied = await store.migrate(load_migrations())
                     if applied:
@@ -366,6 +377,8 @@ class Orchestrator:
                     self._store = store
                     if work:
                         await nursery.start(self.schedules.run, store)
+                    if self.metrics_interval is not None:
+                        nursery.start_soon(self.metrics.run_queue_depth, store, self.metrics_interval)
                     try:
                         if work and self.registry.kinds:
                             async with self._worker(store) as dispatcher:
@@ -376,6 +389,7 @@ class Orchestrator:
                             with edge.body():
                                 yield self
                     finally:
+                        self.metrics.watch_worker(None, None)
                         self._dispatcher = None
                         self._writer = None
                         self._store = None
@@ -402,8 +416,10 @@ class Orchestrator:
                     lease_seconds=self.lease_seconds,
                     clock=self.clock,
                     on_job_exit=self._job_left_node,
+                    metrics=self.metrics,
                 )
                 await nursery.start(dispatcher.run)
+                self.metrics.watch_worker(dispatcher, writer)
                 await self._advertise(store)
                 if self.prune_interval is not None:
                     self.pruner = Pruner(store, self.retention, self.prune_interval, self.prune_batch)
@@ -450,6 +466,7 @@ class Orchestrator:
                         started = True
                         task_status.started()
                     else:
+                        self.metrics.reconnected("listener")
                         # Whatever was announced while deaf is lost: re-read.
                         self._waiters.notify_all()
                         if self._dispatcher is not None:

@@ -36,6 +36,7 @@ from ._app import SettingError, parse_concurrency, parse_queues, parse_shutdown_
 from ._database_url import check_database_url, redact_url
 from ._errors import InvalidInput, quote_prefix
 from ._logging import LOG_FORMATS, LOG_LEVELS
+from ._metrics import QUEUE_DEPTH_INTERVAL
 from ._retention import DEFAULT_AGES, DEFAULT_BATCH, DEFAULT_PRUNE_INTERVAL, MAX_AGE_SECONDS, MAX_BATCH
 from ._retention import MAX_PRUNE_INTERVAL, Retention, format_duration, parse_duration
 from ._validation import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_PAYLOAD_DEPTH, PayloadLimits, check_int
@@ -47,7 +48,7 @@ SECRET_SETTINGS = frozenset({"database_url"})
 #: Settings measured in seconds (shown as durations).
 DURATION_SETTINGS = frozenset(
     {"poll_interval", "lease_seconds", "shutdown_grace", "retention_completed", "retention_failed",
-     "retention_cancelled", "prune_interval"}
+     "retention_cancelled", "prune_interval", "metrics_interval"}
 )  # fmt: skip
 #: Words for "no value": keep finished jobs forever, never prune.
 _NEVER = frozenset({"never", "off", "none", "forever"})
@@ -183,6 +184,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_format": _choice(LOG_FORMATS, str.lower),
     "http": _optional(_bind),
     "http_body_limit": _integer("http_body_limit", 1, 1024**3),
+    "metrics": _optional(_bind),
+    "metrics_interval": _seconds("metrics_interval", MAX_PRUNE_INTERVAL, allow_zero=False, optional=True),
     "work": _boolean,
 }
 
@@ -227,6 +230,8 @@ with warnings.catch_warnings():
         log_format: str = "text"
         http: str | None = None
         http_body_limit: int = 1 << 20
+        metrics: str | None = None
+        metrics_interval: float | None = QUEUE_DEPTH_INTERVAL
         work: bool = True
 
         @field_validator("*", mode="before")
@@ -346,6 +351,7 @@ def app_settings(orch: Any) -> dict[str, Any]:
         "retention_cancelled": orch.retention.cancelled,
         "prune_interval": orch.prune_interval,
         "prune_batch": orch.prune_batch,
+        "metrics_interval": orch.metrics_interval,
     }
     if getattr(orch, "node_id_given", False):
         values["node_id"] = orch.node_id
@@ -469,7 +475,10 @@ def apply_settings(orch: Any, settings: Settings, names: set[str] | None = None)
         orch.concurrency = settings.concurrency
     if wanted("queues") and settings.queues is not None:
         orch.queues = queue_spec_for(settings.queues, orch.concurrency)
-    for name in ("poll_interval", "lease_seconds", "pool_size", "shutdown_grace", "prune_interval", "prune_batch"):
+    for name in (
+        "poll_interval", "lease_seconds", "pool_size", "shutdown_grace", "prune_interval", "prune_batch",
+        "metrics_interval",
+    ):  # fmt: skip
         if wanted(name):
             setattr(orch, name, getattr(settings, name))
     if wanted("max_payload_bytes", "max_payload_depth"):

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -26,6 +27,7 @@ import trio
 from ._database_url import check_database_url
 from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
 from ._groups import NurseryEdge, peel, reraise
+from ._metrics import Metrics
 from ._migrations import Migration
 from ._queries import query
 from ._validation import UndecodableJSON
@@ -214,7 +216,9 @@ class Store:
     several round trips through trio-asyncio per checkout.
     """
 
-    def __init__(self, dsn: str, schema: str, size: int, connect_timeout: float) -> None:
+    def __init__(
+        self, dsn: str, schema: str, size: int, connect_timeout: float, metrics: Metrics | None = None
+    ) -> None:
         self.dsn = dsn
         self.schema = check_schema_name(schema)
         self._size = size
@@ -225,6 +229,11 @@ class Store:
         self._loop: Any = None
         #: Statements run, by name: the figure to drive down.
         self.statements: dict[str, int] = {}
+        #: Latency, errors and reconnects go here.
+        self.metrics = Metrics() if metrics is None else metrics
+        # Connections dropped as broken and not yet replaced: the next ones
+        # opened count as reconnects.
+        self._dropped = 0
 
     def channel(self, name: str) -> str:
         """The notification channel ``name`` of this schema."""
@@ -263,6 +272,9 @@ class Store:
             raise DatabaseUnavailable(f"PostgreSQL did not answer within {self._connect_timeout}s") from exc
         await self._aio(init_connection, conn)
         self._all.append(conn)
+        if self._dropped:
+            self._dropped -= 1
+            self.metrics.reconnected("pool")
         return conn
 
     @asynccontextmanager
@@ -284,7 +296,7 @@ class Store:
                 else:
                     # Cancelled mid-statement, or broken: asyncpg may still be
                     # winding the operation down, so nobody else may use it.
-                    self._forget(conn)
+                    self._forget(conn, dropped=True)
                     conn.terminate()
 
     def _take_idle(self) -> asyncpg.Connection | None:
@@ -294,18 +306,19 @@ class Store:
             conn = self._idle.pop()
             if not conn.is_closed():
                 return conn
-            self._forget(conn)
+            self._forget(conn, dropped=True)
         return None
 
     def _drop_idle(self) -> None:
         while self._idle:
             conn = self._idle.pop()
-            self._forget(conn)
+            self._forget(conn, dropped=True)
             conn.terminate()
 
-    def _forget(self, conn: asyncpg.Connection) -> None:
+    def _forget(self, conn: asyncpg.Connection, *, dropped: bool = False) -> None:
         if conn in self._all:
             self._all.remove(conn)
+            self._dropped += dropped
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -331,6 +344,19 @@ class Store:
 
     async def _run(self, method: str, name: str, args: tuple[Any, ...]) -> Any:
         self.statements[name] = self.statements.get(name, 0) + 1
+        began = time.perf_counter()
+        try:
+            return await self._run_once_more(method, name, args)
+        except DatabaseUnavailable:
+            self.metrics.database_error(name, "unavailable")
+            raise
+        except StoreError:
+            self.metrics.database_error(name, "rejected")
+            raise
+        finally:
+            self.metrics.statement(name, time.perf_counter() - began)
+
+    async def _run_once_more(self, method: str, name: str, args: tuple[Any, ...]) -> Any:
         sql = query(name)
         for attempt in (1, 2):
             async with self.connection() as conn:
@@ -581,7 +607,12 @@ async def retry_unavailable(
 
 @asynccontextmanager
 async def open_store(
-    dsn: str, *, schema: str = "orchestrator", size: int = 4, connect_timeout: float = 10.0
+    dsn: str,
+    *,
+    schema: str = "orchestrator",
+    size: int = 4,
+    connect_timeout: float = 10.0,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Store]:
     """Open an asyncio loop inside trio and a store on ``dsn``.
 
@@ -596,7 +627,7 @@ async def open_store(
     import trio_asyncio
 
     check_database_url(dsn)
-    store = Store(dsn, schema, size, connect_timeout)
+    store = Store(dsn, schema, size, connect_timeout, metrics)
     edge = NurseryEdge()
     with edge.unwrapping():
         async with trio_asyncio.open_loop() as loop:

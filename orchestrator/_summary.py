@@ -4,14 +4,26 @@ Per-job lifecycle records are DEBUG (and cost nothing unless DEBUG is on);
 what an operator reads at the default level is this line: jobs claimed,
 completed, failed, retried, cancelled, released and rescued in the last
 interval, and the median run time of the attempts that ended in it.
+
+It is also where the node's Prometheus figures (``_metrics``) are fed from:
+every lifecycle event the dispatcher and the job actors report passes
+through here once, so the metrics hooks are not scattered through them.
 """
 
 from __future__ import annotations
 
 import logging
 import statistics
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
+
+from ._metrics import Metrics
+
+if TYPE_CHECKING:
+    from ._claimed import ClaimedJob
+    from ._store import Row
 
 logger = logging.getLogger("orchestrator.summary")
 
@@ -24,10 +36,13 @@ _COUNTS = ("claimed", "completed", "failed", "retried", "cancelled", "released",
 class Summary:
     """Counts of one node's lifecycle events since the last line."""
 
-    __slots__ = ("claimed", "completed", "failed", "retried", "cancelled", "released", "rescued", "run_times")
+    __slots__ = (
+        "claimed", "completed", "failed", "retried", "cancelled", "released", "rescued", "run_times", "metrics",
+    )  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self.run_times: list[float] = []
+        self.metrics = Metrics() if metrics is None else metrics
         self.reset()
 
     def reset(self) -> None:
@@ -35,11 +50,26 @@ class Summary:
         self.cancelled = self.released = self.rescued = 0
         self.run_times = []
 
-    def ended(self, event: str, run_time: float) -> None:
+    def claimed_jobs(self, rows: int, started: Sequence[ClaimedJob]) -> None:
+        """A claim statement returned ``rows`` rows, and ``started`` of them
+        got an actor (the others could not run and were failed)."""
+        self.claimed += rows
+        self.metrics.claimed(started)
+
+    def ended(self, event: str, run_time: float, kind: str, queue: str) -> None:
         """An attempt ended: ``event`` is ``completed``, ``failed``,
         ``retried``, ``cancelled`` or ``released``; ``run_time`` in seconds."""
         setattr(self, event, getattr(self, event) + 1)
         self.run_times.append(run_time)
+        self.metrics.ended(event, kind, queue, run_time)
+
+    def rescued_jobs(self, rows: Sequence[Row]) -> None:
+        """Jobs of dead nodes were moved on (each row has its ``outcome``)."""
+        self.rescued += len(rows)
+        self.metrics.rescued(rows)
+
+    def lease_lost(self) -> None:
+        self.metrics.lease_losses.inc()
 
     def fields(self) -> dict[str, float | int | None]:
         """The counts, and ``p50_run_ms`` (``None`` when no attempt ended)."""

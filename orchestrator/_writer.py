@@ -57,6 +57,11 @@ class TransitionWriter:
         #: Statements that found the database unreachable (then retried).
         self.failed_attempts = 0
 
+    @property
+    def pending(self) -> int:
+        """Writes waiting for the next batch."""
+        return self._send.statistics().current_buffer_used
+
     async def write(self, row: TransitionRow) -> bool:
         """Persist ``row`` with the next batch.
 
@@ -135,4 +140,5 @@ class TransitionWriter:
         applied = await retry_unavailable(f"{len(rows)} writes", self._apply, rows, backoff=self._backoff)
         self.statements += 1
         self.rows += len(rows)
+        self._store.metrics.batch_rows.observe(len(rows))
         return applied

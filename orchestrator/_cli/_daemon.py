@@ -36,7 +36,7 @@ def daemon_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 #: The daemon's settings that have a flag of their own.
-DAEMON_FLAGS = ("concurrency", "queues", "shutdown_grace", "http", "http_body_limit", "prune_interval")
+DAEMON_FLAGS = ("concurrency", "queues", "shutdown_grace", "http", "http_body_limit", "prune_interval", "metrics")
 
 
 def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
@@ -44,10 +44,11 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     settings = settings_from(args, SETTING_NAMES, app=orch, app_name=args.app, flags=daemon_flags(args))
     apply_settings(orch, settings)
     http = HttpSettings(settings.http, settings.http_body_limit) if settings.http else None
+    metrics = settings.metrics
     if not settings.work:
         if http is None:
             raise CliError("--no-work serves only the HTTP API: give --http HOST:PORT too", EXIT_USAGE)
-        return trio.run(partial(serve, orch, args.app, http=http, work=False))
+        return trio.run(partial(serve, orch, args.app, http=http, work=False, metrics=metrics))
     if not orch.registry.kinds:
         raise CliError(f"--app {args.app!r} registers no job kinds: a worker needs at least one @orch.job", EXIT_USAGE)
     if isinstance(orch.queues, Mapping):
@@ -67,7 +68,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             args.app,
             ",".join(orch.registry.queues),
         )
-    return trio.run(partial(serve, orch, args.app, http=http))
+    return trio.run(partial(serve, orch, args.app, http=http, metrics=metrics))
 
 
 @dataclass(frozen=True)
@@ -92,16 +93,34 @@ async def _start_http(
     return addresses
 
 
+async def _start_metrics(nursery: trio.Nursery, orch: Orchestrator, bind: str | None, stop: trio.Event) -> list[str]:
+    """Serve ``/metrics`` alone on ``bind`` in ``nursery`` until ``stop``; the addresses."""
+    if bind is None:
+        return []
+    from .._http.server import serve_metrics
+
+    addresses: list[str] = await nursery.start(partial(serve_metrics, orch, bind, shutdown_trigger=stop.wait))
+    return addresses
+
+
 def _render_limits(limits: Mapping[str, int]) -> str:
     return ",".join(f"{queue}={limit}" for queue, limit in limits.items())
 
 
-async def serve(orch: Orchestrator, app: str = "", *, http: HttpSettings | None = None, work: bool = True) -> int:
+async def serve(
+    orch: Orchestrator,
+    app: str = "",
+    *,
+    http: HttpSettings | None = None,
+    work: bool = True,
+    metrics: str | None = None,
+) -> int:
     """Run a worker until SIGINT or SIGTERM; then stop cleanly; return 0.
 
     With ``http``, the same trio run also serves the HTTP API, the event
     stream, the dashboard and /healthz; it stops (open requests get a short
-    grace) before the worker drains. With ``work=False`` nothing is claimed:
+    grace) before the worker drains. With ``metrics`` (HOST:PORT) it serves
+    Prometheus's ``/metrics`` there too. With ``work=False`` nothing is claimed:
     the process only serves HTTP, a producer in front of worker daemons.
 
     The first signal stops claiming: running jobs get ``orch.shutdown_grace``
@@ -174,11 +193,12 @@ async def serve(orch: Orchestrator, app: str = "", *, http: HttpSettings | None 
                 with naming_database(url):
                     async with orch.running(work=work), trio.open_nursery() as http_nursery:
                         addresses = await _start_http(http_nursery, orch, http, stop)
+                        metrics_addresses = await _start_metrics(http_nursery, orch, metrics, stop)
                         started = True
                         limits = orch.queue_limits() if work else {}
                         logger.info(
                             "worker %s started: app=%s kinds=%s queues=%s concurrency=%d shutdown_grace=%gs "
-                            "schema=%s database=%s http=%s",
+                            "schema=%s database=%s http=%s metrics=%s",
                             orch.node_id,
                             app or "-",
                             ",".join(orch.registry.kinds) if work else "- (--no-work)",
@@ -188,6 +208,7 @@ async def serve(orch: Orchestrator, app: str = "", *, http: HttpSettings | None 
                             orch.schema,
                             redact_url(url),
                             ",".join(addresses) or "-",
+                            ",".join(metrics_addresses) or "-",
                             extra={
                                 "event": "worker.started",
                                 "node": orch.node_id,
@@ -199,6 +220,7 @@ async def serve(orch: Orchestrator, app: str = "", *, http: HttpSettings | None 
                                 "schema": orch.schema,
                                 "database": redact_url(url),
                                 "http": addresses,
+                                "metrics": metrics_addresses,
                                 "work": work,
                             },
                         )

@@ -224,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve the HTTP API, the event stream, the dashboard at / and /healthz on this address",
     )
     run.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at /metrics on this address (with --http they are at its /metrics too)",
+    )
+    run.add_argument(
         "--no-work",
         action="store_true",
         help="claim no jobs: only serve --http (a web tier in front of worker daemons)",
@@ -291,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, output],
     )
     config_show.add_argument("--app", metavar="MODULE:ATTR", help="include the settings of this Orchestrator")
-    for name in ("concurrency", "queues", "shutdown-grace", "http", "http-body-limit", "prune-interval"):
+    for name in ("concurrency", "queues", "shutdown-grace", "http", "http-body-limit", "prune-interval", "metrics"):
         config_show.add_argument(f"--{name}", help=argparse.SUPPRESS)
     config_show.add_argument("--no-work", action="store_true", help=argparse.SUPPRESS)
 

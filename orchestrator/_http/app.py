@@ -1,4 +1,4 @@
-"""The HTTP API of DESIGN.md ("Operations"), the dashboard and /healthz.
+"""The HTTP API of DESIGN.md ("Operations"), the dashboard, /healthz and /metrics.
 
 An ASGI application (FastAPI, on anyio's trio backend) over one running
 :class:`~orchestrator.Orchestrator`: requests and answers are the library's
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._errors import DatabaseUnavailable
 from .._explain import Explanation
+from .._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .._models import CancelOutcome, JobRecord, Principal
 from .._orchestrator import NotRunning, Orchestrator
 from .._paging import PAGE_LIMIT, JobPage, list_jobs_page
@@ -246,6 +247,12 @@ def create_app(
             detail = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
             return JSONResponse(Health(status="unavailable", detail=detail).model_dump(), status_code=503)
         return JSONResponse(Health(status="ok").model_dump())
+
+    @app.get("/metrics", response_class=Response, tags=["operations"])
+    async def metrics() -> Response:
+        """Prometheus metrics of this process's orchestrator. Needs no token:
+        no label holds a job id, a user, an organisation or a payload."""
+        return Response(orch.metrics.scrape(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
     async def dashboard() -> FileResponse:

@@ -624,3 +624,35 @@ SELECT a.state,
           AND j.completed_at < clock_timestamp() - make_interval(secs => a.age))::bigint AS n
 FROM unnest($1::text[], $2::double precision[]) WITH ORDINALITY AS a(state, age, i)
 ORDER BY a.i;
+
+-- name: queue_depth
+-- Live jobs by queue and state, for the queue-depth gauge: one statement per
+-- node per interval, and one count per interval across the cluster. The node
+-- that finds the single queue_depth row older than $1 seconds and locks it
+-- counts and stores; SKIP LOCKED means the others never wait for that, and a
+-- row another node refreshed since this statement's snapshot fails the
+-- re-checked WHERE of FOR UPDATE, so it is not counted twice. Every node gets
+-- the stored counts back (fresh, or at most $1 seconds old), and `refreshed`
+-- says whether this call counted.
+WITH mine AS (
+    SELECT only_row FROM queue_depth
+    WHERE refreshed_at < clock_timestamp() - make_interval(secs => $1)
+    FOR UPDATE SKIP LOCKED
+),
+counted AS (
+    SELECT COALESCE(jsonb_agg(jsonb_build_object('queue', queue, 'state', status, 'jobs', jobs)), '[]'::jsonb) AS depths
+    FROM (
+        SELECT queue, status, count(*) AS jobs FROM job_status
+        WHERE status IN ('queued', 'active') AND EXISTS (SELECT 1 FROM mine)
+        GROUP BY queue, status
+    ) c
+),
+stored AS (
+    UPDATE queue_depth q SET depths = counted.depths, refreshed_at = clock_timestamp()
+    FROM mine, counted
+    WHERE q.only_row = mine.only_row
+    RETURNING q.depths
+)
+SELECT depths, true AS refreshed FROM stored
+UNION ALL
+SELECT depths, false AS refreshed FROM queue_depth WHERE NOT EXISTS (SELECT 1 FROM stored);

@@ -72,6 +72,9 @@ async def test_migrating_from_zero_gives_the_expected_schema(empty_database_url:
     names = [f["proname"] for f in functions]
     assert {"announce_jobs", "notify_job_ids", "notify_job_events"} <= set(names)
     assert "notify_jobs_finished" not in names and "notify_job_finished" not in names
+    # The queue-depth gauge's one stored row (0011).
+    depth = await fetch(empty_database_url, "SELECT depths FROM orchestrator.queue_depth")
+    assert len(depth) == 1
     # Migration 0005 is unused on purpose.
     migration_names = [m.name for m in load_migrations()]
     assert "0007_notify_from_statements.sql" in migration_names
@@ -110,7 +113,9 @@ async def test_a_custom_schema_holds_every_object(empty_database_url: str) -> No
     tables = await fetch(
         empty_database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'jobs_here' ORDER BY tablename"
     )
-    assert [t["tablename"] for t in tables] == ["api_tokens", "job_status", "nodes", "periodic_schedules", "schema_migrations"]
+    assert [t["tablename"] for t in tables] == [
+        "api_tokens", "job_status", "nodes", "periodic_schedules", "queue_depth", "schema_migrations",
+    ]  # fmt: skip
 
 
 async def announced(url: str, channel: str, *statements: str) -> list[str]:

@@ -129,6 +129,8 @@ BAD_TEXT = {
     "log_format": "xml",
     "http": "no-port-here",
     "http_body_limit": "0",
+    "metrics": "9090",
+    "metrics_interval": "-5s",
     "work": "maybe",
 }
 
@@ -154,6 +156,8 @@ BAD_TYPED = {
     "log_format": "yaml",
     "http": 8080,
     "http_body_limit": -5,
+    "metrics": 9090,
+    "metrics_interval": 0,
     "work": 2,
 }
 

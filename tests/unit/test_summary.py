@@ -16,7 +16,7 @@ def test_a_summary_counts_events_and_the_median_run_time(caplog: pytest.LogCaptu
     summary.claimed += 4
     summary.rescued += 1
     for event, run_time in [("completed", 0.001), ("completed", 0.003), ("failed", 0.002), ("retried", 0.010)]:
-        summary.ended(event, run_time)
+        summary.ended(event, run_time, "thumbnail", "default")
     assert summary.fields() == {
         "claimed": 4, "completed": 2, "failed": 1, "retried": 1, "cancelled": 0, "released": 0, "rescued": 1,
         "p50_run_ms": 2.5,
@@ -41,9 +41,9 @@ async def test_the_summary_writes_a_line_per_interval_and_the_last_partial_one(
     caplog.set_level(logging.INFO, logger="orchestrator.summary")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(summary.run, 5.0)
-        summary.ended("completed", 0.5)
+        summary.ended("completed", 0.5, "thumbnail", "default")
         await trio.sleep(5.5)
-        summary.ended("cancelled", 0.25)
+        summary.ended("cancelled", 0.25, "thumbnail", "default")
         await trio.sleep(1.0)
         nursery.cancel_scope.cancel()
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["last 5s", "last 1.5s"]

@@ -1,0 +1,101 @@
+"""Prometheus metrics in process: /metrics of the HTTP app, the queue-depth
+statement, database errors and reconnects, one registry per orchestrator."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import httpx
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from orchestrator._metrics import Metrics
+from orchestrator._store import open_store
+from tests.integration.helpers import ALICE, make_orchestrator
+from tests.integration.http_helpers import serving
+from tests.pg import fetch
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels``."""
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and set(labels.items()) <= set(s.labels.items())
+    )
+
+
+async def test_the_http_app_serves_metrics_without_a_token(database_url: str) -> None:
+    orch = make_orchestrator(database_url)
+    async with serving(orch) as served, httpx.AsyncClient(base_url=served.url, timeout=30) as anon:
+        job = await orch.submit("double", {"w": 21}, owner=ALICE)
+        await orch.wait(job.id, by=ALICE, timeout=30)
+        scraped = await anon.get("/metrics")
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    text = scraped.text
+    assert value(text, "orchestrator_transitions_total", kind="double", queue="default", state="completed") == 1
+    assert value(text, "orchestrator_transitions_total", kind="double", state="active") == 1
+    assert value(text, "orchestrator_run_time_seconds_count", kind="double") == 1
+    assert value(text, "orchestrator_statement_seconds_count", statement="submit_jobs") == 1
+    assert str(job.id) not in text and ALICE.user_id not in text and ALICE.org_id not in text
+
+
+async def test_two_orchestrators_in_one_process_keep_their_own_figures(database_url: str) -> None:
+    first, second = make_orchestrator(database_url), make_orchestrator(database_url, metrics_interval=None)
+    async with first.running(), second.running(work=False):
+        job = await second.submit("double", {"w": 1}, owner=ALICE)
+        await second.wait(job.id, by=ALICE, timeout=30)
+    one, two = first.metrics.scrape().decode(), second.metrics.scrape().decode()
+    assert value(one, "orchestrator_transitions_total", state="completed") == 1
+    assert value(two, "orchestrator_transitions_total", state="completed") == 0
+    assert value(two, "orchestrator_statement_seconds_count", statement="submit_jobs") == 1
+    assert value(one, "orchestrator_statement_seconds_count", statement="submit_jobs") == 0
+
+
+async def test_the_queue_depth_is_counted_once_per_interval_and_read_by_everyone(database_url: str) -> None:
+    producer = make_orchestrator(database_url, metrics_interval=None)
+    async with producer.running(work=False):
+        for queue, n in (("default", 3), ("slow", 2)):
+            for _ in range(n):
+                await producer.submit("double", {"w": 1}, owner=ALICE, queue=queue, delay=3600)
+    node_a, node_b = Metrics(), Metrics()
+    async with open_store(database_url, metrics=node_a) as a, open_store(database_url, metrics=node_b) as b:
+        counted = await node_a.refresh_queue_depth(a, 3600)
+        # Another node, inside the interval: reads what the first stored.
+        await fetch(database_url, "UPDATE orchestrator.job_status SET queue = 'moved' WHERE queue = 'slow'")
+        read = await node_b.refresh_queue_depth(b, 3600)
+        stale = node_b.scrape().decode()
+        # Past the interval (0 s), the next one counts again.
+        recounted = await node_b.refresh_queue_depth(b, 0.000001)
+        fresh = node_b.scrape().decode()
+    assert (counted, read, recounted) == (True, False, True)
+    assert value(stale, "orchestrator_queue_depth", queue="default", state="queued") == 3
+    assert value(stale, "orchestrator_queue_depth", queue="slow", state="queued") == 2
+    assert value(fresh, "orchestrator_queue_depth", queue="moved", state="queued") == 2
+    # A queue and state seen before and now empty reads 0.
+    assert 'orchestrator_queue_depth{queue="slow",state="queued"} 0.0' in fresh
+    [row] = await fetch(database_url, "SELECT jsonb_array_length(depths) AS n FROM orchestrator.queue_depth")
+    assert row["n"] == 2
+
+
+async def test_database_errors_and_reconnects_are_counted(database_url: str, pg_server: str) -> None:
+    orch = make_orchestrator(database_url, pool_size=1, metrics_interval=None)
+    dbname = urllib.parse.urlsplit(database_url).path.lstrip("/")
+    async with serving(orch, work=False) as served, httpx.AsyncClient(base_url=served.url) as anon:
+        assert (await anon.get("/healthz")).status_code == 200
+        await fetch(pg_server, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
+        await fetch(pg_server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", dbname)
+        try:
+            down = await anon.get("/healthz")
+        finally:
+            await fetch(pg_server, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
+        with trio.fail_after(20):
+            while (await anon.get("/healthz")).status_code != 200:
+                await trio.sleep(0.05)
+            while not value((text := (await anon.get("/metrics")).text), "orchestrator_database_reconnects_total", connection="listener"):
+                await trio.sleep(0.05)
+    assert down.status_code == 503
+    assert value(text, "orchestrator_database_errors_total", statement="ping", error="unavailable") >= 1
+    assert value(text, "orchestrator_database_reconnects_total", connection="pool") >= 1
+
