@@ -145,7 +145,7 @@ class Mailbox:
     @property
     def depth(self) -> int:
         """Items queued and not yet taken."""
-        return self._send.statistics().current_buffer_used
+        return len(self._items)
 
     async def put(self, item: object) -> None:
         """Enqueue ``item``, waiting for space if the mailbox is full.
