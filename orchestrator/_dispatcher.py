@@ -27,7 +27,8 @@ from ._claimed import ClaimedJob
 from ._jobs import Registry
 from ._lifecycle import JobState
 from ._validation import UndecodableJSON
-from ._store import Row, Store, retry_unavailable
+from ._port import Row, WorkerPort
+from ._store import retry_unavailable
 from ._summary import SUMMARY_INTERVAL, Summary
 from ._writer import TransitionWriter
 
@@ -83,7 +84,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        store: Store,
+        store: WorkerPort,
         registry: Registry,
         writer: TransitionWriter,
         supervisor: Supervisor,
