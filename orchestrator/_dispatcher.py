@@ -344,12 +344,18 @@ class Dispatcher:
             restart=Restart.TEMPORARY,
         )
         if ref.is_alive:
+            # This node claimed the job again (a rescuer requeued it after
+            # this node's lease ran out): the earlier actor's lease is gone.
+            self._tell(job.id, LeaseLost())
             self._running[job.id] = _Running(ref, job.lease_token, job.queue)
             if self._all_exited.is_set():
                 self._all_exited = trio.Event()
 
     def _job_exited(self, job: ClaimedJob, state: JobState) -> None:
-        self._running.pop(job.id, None)
+        running = self._running.get(job.id)
+        # Only this attempt's entry: a newer claim of the job may hold it.
+        if running is not None and running.token == job.lease_token:
+            del self._running[job.id]
         self._on_job_exit(job.id, state)
         if not self._running:
             self._all_exited.set()
