@@ -1,10 +1,9 @@
 """The store for plain asyncio: the trio store's statements on an asyncpg pool.
 
-:class:`AsyncioStore` provides what :class:`orchestrator._operations.JobStore`
-asks for, running the same named statements from ``sql/queries.sql`` as the
-trio store, with the same per-connection setup (``search_path`` set to the
-schema, the jsonb codec) and the same error translation. It runs on the
-caller's asyncio loop and never imports trio_asyncio: importing that patches
+:class:`AsyncioStore` provides :class:`orchestrator._port.ProducerPort`,
+running the same named statements from ``sql/queries.sql`` as the trio
+store, with the same per-connection setup (``search_path`` set to the schema,
+the jsonb codec) and the same error translation. It runs on the caller's asyncio loop and never imports trio_asyncio: importing that patches
 asyncio for the whole process, which a host application (FastAPI, aiohttp)
 must not pay for.
 
@@ -160,7 +159,7 @@ class AsyncioStore:
                 await pool.release(conn)
         raise AssertionError("unreachable")
 
-    # -- jobs (the JobStore protocol) ----------------------------------------
+    # -- jobs (the ProducerPort protocol) -------------------------------------
 
     async def submit(
         self,

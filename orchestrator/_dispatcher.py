@@ -28,7 +28,8 @@ from ._jobs import Registry
 from ._lifecycle import JobState
 from ._metrics import Metrics
 from ._validation import UndecodableJSON
-from ._store import Row, Store, retry_unavailable
+from ._port import Row, WorkerPort
+from ._store import retry_unavailable
 from ._summary import SUMMARY_INTERVAL, Summary
 from ._writer import TransitionWriter
 
@@ -85,7 +86,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        store: Store,
+        store: WorkerPort,
         registry: Registry,
         writer: TransitionWriter,
         supervisor: Supervisor,
@@ -362,12 +363,18 @@ class Dispatcher:
             restart=Restart.TEMPORARY,
         )
         if ref.is_alive:
+            # This node claimed the job again (a rescuer requeued it after
+            # this node's lease ran out): the earlier actor's lease is gone.
+            self._tell(job.id, LeaseLost())
             self._running[job.id] = _Running(ref, job.lease_token, job.queue)
             if self._all_exited.is_set():
                 self._all_exited = trio.Event()
 
     def _job_exited(self, job: ClaimedJob, state: JobState) -> None:
-        self._running.pop(job.id, None)
+        running = self._running.get(job.id)
+        # Only this attempt's entry: a newer claim of the job may hold it.
+        if running is not None and running.token == job.lease_token:
+            del self._running[job.id]
         self._on_job_exit(job.id, state)
         if not self._running:
             self._all_exited.set()

@@ -42,7 +42,8 @@ from ._errors import InvalidInput, StoreError
 from ._jobs import JobContext, JobDefinition
 from ._models import JobRecord
 from ._summary import Summary
-from ._store import Store, TransitionRow, retry_unavailable
+from ._port import JobPort
+from ._store import TransitionRow, retry_unavailable
 from ._validation import PayloadLimits, check_json
 from ._writer import TransitionWriter
 
@@ -146,7 +147,7 @@ class JobActor(Actor[JobMessage]):
         job: ClaimedJob,
         definition: JobDefinition,
         writer: TransitionWriter,
-        store: Store,
+        store: JobPort,
         clock: Clock,
         on_exit: Callable[[ClaimedJob, JobState], None],
         summary: Summary,

@@ -8,9 +8,9 @@ them) instead of each keeping its own copy of the rules.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from ._auth import authorize_cancel, visible_row
 from pydantic import TypeAdapter
@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from ._errors import InvalidInput, OrchestratorError, quote_prefix
 from ._lifecycle import Applied, Cancel, JobState, transition
 from ._models import CancelOutcome, JobRecord, Principal
+from ._port import ProducerPort as JobStore
 from ._validation import (
     PayloadLimits,
     check_list_limit,
@@ -26,43 +27,8 @@ from ._validation import (
     encode_payload,
 )
 
-Row = Mapping[str, Any]
-
 #: How many times ``cancel`` re-reads a job that moved under it.
 CANCEL_ROUNDS = 20
-
-
-class JobStore(Protocol):
-    """The statements these operations need; both stores provide them."""
-
-    async def submit(
-        self,
-        *,
-        kind: str,
-        queue: str,
-        owner_user_id: str,
-        owner_org_id: str,
-        priority: int,
-        max_attempts: int,
-        delay: float,
-        job_ids: Sequence[uuid.UUID],
-        payloads: Sequence[Any],
-        unique_keys: Sequence[str | None],
-    ) -> list[Row]: ...
-
-    async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None: ...
-
-    async def get_jobs(self, job_ids: Sequence[uuid.UUID]) -> list[Row]: ...
-
-    async def list_jobs(
-        self, org_id: str, *, status: str | None, kind: str | None, queue: str | None, owner: str | None, limit: int
-    ) -> list[Row]: ...
-
-    async def cancel_queued(
-        self, job_id: uuid.UUID, *, started_at: datetime | None, completed_at: datetime, by: str
-    ) -> Row | None: ...
-
-    async def request_cancel(self, job_id: uuid.UUID, *, by: str) -> bool: ...
 
 
 def check_owner(owner: Any) -> Principal:

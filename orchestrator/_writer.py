@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import trio
 
 from ._errors import DatabaseUnavailable, StoreError
-from ._store import Store, TransitionRow, retry_unavailable
+from ._port import TransitionPort
+from ._store import TransitionRow, retry_unavailable
 
 logger = logging.getLogger("orchestrator.writer")
 
@@ -42,7 +43,7 @@ class TransitionWriter:
 
     def __init__(
         self,
-        store: Store,
+        store: TransitionPort,
         *,
         capacity: int = 2048,
         max_batch: int = 500,
