@@ -39,6 +39,7 @@ import trio
 
 from ._errors import DatabaseUnavailable, StoreError
 from ._port import Row
+from ._metrics import Metrics
 from ._store import TransitionRow
 
 _TICK = timedelta(microseconds=1)
@@ -155,6 +156,7 @@ class MemoryStore:
 
     def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
         self.clock = clock
+        self.metrics = Metrics()
         self.jobs: dict[uuid.UUID, JobRow] = {}
         self.nodes: dict[str, _Node] = {}
         #: Every committed change of status or cancel request, in order.

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     # which may be edited in parallel; importing it at run time would make
     # this module pull in asyncpg for nothing.
     from ._store import TransitionRow
+    from ._metrics import Metrics
 
 #: A row as a statement returns it: column name to value.
 Row = Mapping[str, Any]
@@ -76,6 +77,9 @@ class JobPort(Protocol):
 
 class TransitionPort(Protocol):
     """What the transition writer needs: many guarded writes in one statement."""
+
+    #: Where the writer records its batch sizes.
+    metrics: Metrics
 
     async def apply_transitions(self, rows: Sequence[TransitionRow]) -> set[uuid.UUID]: ...
 
