@@ -29,7 +29,14 @@ from .._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .._models import CancelOutcome, JobRecord, Principal
 from .._orchestrator import NotRunning, Orchestrator
 from .._paging import PAGE_LIMIT, JobPage, list_jobs_page
-from .._validation import MAX_ATTEMPTS_LIMIT, MAX_DELAY_SECONDS, MAX_NAME_CHARS, MAX_UNIQUE_KEY_CHARS
+from .._validation import (
+    MAX_ATTEMPTS_LIMIT,
+    MAX_DELAY_SECONDS,
+    MAX_NAME_CHARS,
+    MAX_UNIQUE_KEY_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+)
 from .auth import caller_dependency
 from .errors import ErrorBody, install_error_handlers
 from .events import EventHub
@@ -54,7 +61,7 @@ class SubmitRequest(BaseModel):
     delay: float = Field(
         default=0.0, ge=0, le=MAX_DELAY_SECONDS, allow_inf_nan=False, strict=True, description="seconds before it may run"
     )
-    priority: int | None = Field(default=None, ge=-(2**31), lt=2**31, strict=True)
+    priority: int | None = Field(default=None, ge=PRIORITY_MIN, le=PRIORITY_MAX, strict=True)
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT, strict=True)
     queue: str | None = Field(default=None, min_length=1, max_length=MAX_NAME_CHARS, strict=True)
     unique_key: str | None = Field(default=None, min_length=1, max_length=MAX_UNIQUE_KEY_CHARS, strict=True)
