@@ -19,7 +19,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -174,11 +174,13 @@ class AsyncioStore:
         job_ids: Sequence[uuid.UUID],
         payloads: Sequence[Any],
         unique_keys: Sequence[str | None],
+        trace_context: Mapping[str, str] | None = None,
     ) -> list[Row]:
         """Insert queued jobs of one kind, in one statement (``submit_jobs``)."""
         return await self.fetch(
             "submit_jobs", kind, queue, owner_user_id, owner_org_id, priority, max_attempts,
             float(delay), list(job_ids), [json.dumps(p) for p in payloads], list(unique_keys),
+            None if trace_context is None else dict(trace_context),
         )  # fmt: skip
 
     async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None:

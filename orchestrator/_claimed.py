@@ -43,6 +43,8 @@ class ClaimedJob(NamedTuple):
     cancel_requested: bool
     lease_token: int
     previous_started_at: datetime | None
+    #: The submitter's trace context (see ``_tracing``); ``None``: untraced.
+    trace_context: Mapping[str, str] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ClaimedJob:
@@ -50,7 +52,7 @@ class ClaimedJob(NamedTuple):
             row["job_id"], row["kind"], row["queue"], row["payload"], row["owner_user_id"],
             row["owner_org_id"], row["priority"], row["attempt"], row["max_attempts"], row["run_at"],
             row["created_at"], row["started_at"], row["progress"], row["error"], row["cancel_requested"],
-            row["lease_token"], row["previous_started_at"],
+            row["lease_token"], row["previous_started_at"], row["trace_context"],
         )  # fmt: skip
 
     def snapshot(self) -> Snapshot:

@@ -31,6 +31,7 @@ from ._validation import UndecodableJSON
 from ._port import Row, WorkerPort
 from ._store import retry_unavailable
 from ._summary import SUMMARY_INTERVAL, Summary
+from ._tracing import Tracing
 from ._writer import TransitionWriter
 
 logger = logging.getLogger("orchestrator.dispatcher")
@@ -81,6 +82,7 @@ class Dispatcher:
         on_job_exit: called when a job leaves this node (ended or requeued).
         summary_interval: seconds between the INFO summary lines.
         metrics: where the node's Prometheus figures go (through the summary).
+        tracing: where each attempt's span starts (``None``: no spans).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Dispatcher:
         on_job_exit: Callable[[uuid.UUID, JobState], None],
         summary_interval: float = SUMMARY_INTERVAL,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -116,6 +119,7 @@ class Dispatcher:
         self._lease_seconds = lease_seconds
         self._clock = clock
         self._on_job_exit = on_job_exit
+        self._tracing = tracing
         self._running: dict[uuid.UUID, _Running] = {}
         self._wakeup = trio.Event()
         self._claiming = trio.CancelScope()
@@ -356,7 +360,8 @@ class Dispatcher:
         # nursery.start per row.
         ref: ActorRef[JobMessage] = self._supervisor.spawn_soon(
             lambda: JobActor(
-                job, definition, self._writer, self._store, self._clock, self._job_exited, self.summary
+                job, definition, self._writer, self._store, self._clock, self._job_exited, self.summary,
+                self._tracing,
             ),
             name=f"job-{job.id}",
             mailbox_size=16,

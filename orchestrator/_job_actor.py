@@ -16,6 +16,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -42,6 +43,7 @@ from ._errors import InvalidInput, StoreError
 from ._jobs import JobContext, JobDefinition
 from ._models import JobRecord
 from ._summary import Summary
+from ._tracing import Tracing
 from ._port import JobPort
 from ._store import TransitionRow, retry_unavailable
 from ._validation import PayloadLimits, check_json
@@ -140,6 +142,7 @@ class JobActor(Actor[JobMessage]):
             known state.
         summary: where the attempt's end is counted for the worker's
             summary line.
+        tracing: where the attempt's span starts (``None``: no span).
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class JobActor(Actor[JobMessage]):
         clock: Clock,
         on_exit: Callable[[ClaimedJob, JobState], None],
         summary: Summary,
+        tracing: Tracing | None = None,
     ) -> None:
         self.job = job
         self._token = job.lease_token
@@ -165,6 +169,10 @@ class JobActor(Actor[JobMessage]):
         self._handler_scope: trio.CancelScope | None = None
         self._finished = False
         self._write_refused = False
+        self._tracing = tracing
+        self._span: Any = None
+        #: How the attempt ended, for its span: the last lifecycle event.
+        self._outcome: str | None = None
 
     @property
     def state(self) -> JobState:
@@ -173,12 +181,17 @@ class JobActor(Actor[JobMessage]):
     async def on_start(self) -> None:
         # ``active`` is durable already (the claim committed it).
         self._began = trio.current_time()
+        if self._tracing is not None:
+            self._span = self._tracing.start_attempt(self.job)
         if logger.isEnabledFor(logging.DEBUG):
             self._log_event("active", JobState.QUEUED, JobState.ACTIVE, self.job.attempt)
         self.nursery.start_soon(self._run_handler)
 
     async def on_stop(self) -> None:
         self._cancel_handler()
+        if self._span is not None and self._tracing is not None:
+            outcome = self._outcome or self._snapshot.state.value
+            self._tracing.end_attempt(self._span, outcome, self._snapshot.error)
         self._on_exit(self.job, self._snapshot.state)
 
     async def receive(self, message: JobMessage) -> Outcome:
@@ -205,6 +218,7 @@ class JobActor(Actor[JobMessage]):
                 return outcome
             case LeaseLost():
                 logger.warning("job %s: lease lost; handler cancelled, nothing written", self.job.id)
+                self._outcome = "lease lost"
                 self._finish()
                 return Outcome(False, self.state, "lease lost")
         raise TypeError(f"job actor got an unknown message {message!r}")
@@ -267,6 +281,7 @@ class JobActor(Actor[JobMessage]):
         event = "retry" if after.state is JobState.QUEUED and after.attempt > before.attempt else after.state.value
         if after.state is JobState.QUEUED and after.attempt == before.attempt:
             event = "released"
+        self._outcome = "retried" if event == "retry" else event
         # Counted for the INFO summary line; one record per job only at DEBUG.
         self._summary.ended(
             "retried" if event == "retry" else event, trio.current_time() - self._began, self.job.kind, self.job.queue
@@ -317,6 +332,9 @@ class JobActor(Actor[JobMessage]):
             return await self._settle(Cancel(self._clock()))
         if not ours and not current.state.is_terminal:
             logger.warning("job %s: lease lost (token %s); stopping its handler here", self.job.id, self._token)
+            self._outcome = "lease lost"
+        else:
+            self._outcome = f"{current.state.value} elsewhere"
         self._snapshot = current.snapshot()
         self._finish()
         return Outcome(False, current.state, _reason(current.state))
@@ -353,7 +371,9 @@ class JobActor(Actor[JobMessage]):
             self._handler_scope = scope
             try:
                 payload = definition.validate(self.job.payload)
-                with trio.fail_after(definition.timeout if definition.timeout is not None else math.inf):
+                with self._current_span(), trio.fail_after(
+                    definition.timeout if definition.timeout is not None else math.inf
+                ):
                     result = await definition.handler(context, payload)
                 outcome = _returned(result)
             except trio.TooSlowError:
@@ -370,6 +390,12 @@ class JobActor(Actor[JobMessage]):
             await self.ref.tell(outcome)
         except ActorDead:
             pass
+
+    def _current_span(self) -> AbstractContextManager[Any]:
+        # The handler's own spans become children of the attempt's.
+        if self._span is None or self._tracing is None:
+            return nullcontext()
+        return self._tracing.current(self._span)
 
     async def _report_progress(self, value: float) -> None:
         try:

@@ -90,6 +90,7 @@ class JobRow:
     result: Any = None
     error: Any = None
     rescued_from: str | None = None
+    trace_context: dict[str, str] | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -313,6 +314,7 @@ class MemoryStore:
         job_ids: Sequence[uuid.UUID],
         payloads: Sequence[Any],
         unique_keys: Sequence[str | None],
+        trace_context: Mapping[str, str] | None = None,
     ) -> list[Row]:
         """``submit_jobs``: insert queued jobs; a live job with the same
         unique key (organisation, kind) is returned instead of a new one."""
@@ -334,6 +336,7 @@ class MemoryStore:
                 job_id=job_id, kind=kind, queue=queue, payload=_jsonb(payload, "payload"),
                 owner_user_id=owner_user_id, owner_org_id=owner_org_id, priority=priority,
                 max_attempts=max_attempts, run_at=now + timedelta(seconds=delay), created_at=now, unique_key=key,
+                trace_context=None if trace_context is None else dict(trace_context),
             )  # fmt: skip
             statement.changed[job_id] = job
             inserted.append(job)
@@ -649,6 +652,6 @@ class MemoryStore:
 _CLAIMED_COLUMNS = frozenset(
     {
         "job_id", "kind", "queue", "payload", "owner_user_id", "owner_org_id", "priority", "attempt",
-        "max_attempts", "run_at", "created_at", "started_at", "progress", "error", "lease_token",
+        "max_attempts", "run_at", "created_at", "started_at", "progress", "error", "lease_token", "trace_context",
     }
 )  # fmt: skip

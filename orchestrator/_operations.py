@@ -8,7 +8,7 @@ them) instead of each keeping its own copy of the rules.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from ._errors import InvalidInput, OrchestratorError, quote_prefix
 from ._lifecycle import Applied, Cancel, JobState, transition
 from ._models import CancelOutcome, JobRecord, Principal
 from ._port import ProducerPort as JobStore
+from ._tracing import Tracing, submitting
 from ._validation import (
     PayloadLimits,
     check_list_limit,
@@ -56,6 +57,7 @@ async def submit_jobs(
     unique_keys: Sequence[str | None] | None = None,
     limits: PayloadLimits = PayloadLimits(),
     single: bool = False,
+    tracing: Tracing | None = None,
 ) -> list[JobRecord]:
     """Check a submission at the boundary, then insert it in one statement.
 
@@ -68,6 +70,8 @@ async def submit_jobs(
     Args:
         single: name a bad payload ``payload`` (for ``submit``) rather than
             ``payloads[i]``.
+        tracing: where the ``submit`` span starts; its context is stored
+            with the jobs (see ``_tracing``).
 
     Raises:
         InvalidInput: naming the bad option or payload field.
@@ -87,26 +91,37 @@ async def submit_jobs(
         unique_keys=unique_keys,
         count=len(given),
     )
-    data = [
-        encode_payload(payload_type, p, limits, field="payload" if single else f"payloads[{i}]")
-        for i, p in enumerate(given)
-    ]
-    if not data:
+    if not given:
         return []
-    job_ids = [uuid.uuid4() for _ in data]
-    keys = options.unique_keys
-    rows = await store.submit(
-        kind=options.kind,
-        queue=options.queue,
-        owner_user_id=owner.user_id,
-        owner_org_id=owner.org_id,
-        priority=options.priority,
-        max_attempts=options.max_attempts,
-        delay=options.delay,
-        job_ids=job_ids,
-        payloads=data,
-        unique_keys=keys,
-    )
+    with submitting(tracing, options.kind, options.queue, len(given)) as submission:
+        data = [
+            encode_payload(payload_type, p, limits, field="payload" if single else f"payloads[{i}]")
+            for i, p in enumerate(given)
+        ]
+        job_ids = [uuid.uuid4() for _ in data]
+        rows = await store.submit(
+            kind=options.kind,
+            queue=options.queue,
+            owner_user_id=owner.user_id,
+            owner_org_id=owner.org_id,
+            priority=options.priority,
+            max_attempts=options.max_attempts,
+            delay=options.delay,
+            job_ids=job_ids,
+            payloads=data,
+            unique_keys=options.unique_keys,
+            trace_context=submission.trace_context,
+        )
+        records = _records(rows, job_ids, options.unique_keys)
+        submission.stored(records)
+    return records
+
+
+def _records(
+    rows: Sequence[Mapping[str, Any]], job_ids: Sequence[uuid.UUID], keys: Sequence[str | None]
+) -> list[JobRecord]:
+    """One record per submitted job, in order: the row inserted, or the live
+    job its unique key matched."""
     by_id = {r["job_id"]: r for r in rows}
     by_key = {r["unique_key"]: r for r in rows if r["unique_key"] is not None}
     records = []

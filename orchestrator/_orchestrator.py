@@ -10,7 +10,7 @@ import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from datetime import datetime, timezone
 from typing import Any, TypeVar, overload
 
@@ -40,6 +40,7 @@ from ._lifecycle import JobState
 from ._metrics import QUEUE_DEPTH_INTERVAL, Metrics
 from ._migrations import load_migrations
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
+from ._tracing import Tracing, load_tracing
 from ._periodic import DEFAULT_GRACE_SECONDS, PeriodicSchedules, Schedule, check_schedule_options
 from ._store import (
     CANCEL_CHANNEL,
@@ -108,6 +109,11 @@ class Orchestrator:
         metrics_interval: seconds between reads of the queue depth for the
             metrics (one node in the cluster recounts per interval);
             ``None``: this orchestrator never reads it.
+        tracing: OpenTelemetry spans for each submission and each attempt,
+            linked through a trace context stored with the job, when the
+            ``opentelemetry`` package is installed (the ``otel`` extra);
+            ``False``: none, whatever is installed. See ``_tracing``.
+        tracer_provider: where the spans go (default: the global provider).
 
     Raises:
         InvalidInput: a setting is out of its range.
@@ -132,7 +138,12 @@ class Orchestrator:
         prune_interval: float | None = DEFAULT_PRUNE_INTERVAL,
         prune_batch: int = DEFAULT_BATCH,
         metrics_interval: float | None = QUEUE_DEPTH_INTERVAL,
+        tracing: bool = True,
+        tracer_provider: Any = None,
     ) -> None:
+        self.tracing = tracing
+        self.tracer_provider = tracer_provider
+        self._tracing: Tracing | None = None
         self.payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
         self.retention = Retention() if retention is None else retention
         if not isinstance(self.retention, Retention):
@@ -363,6 +374,7 @@ class Orchestrator:
             raise RuntimeError("this orchestrator is already running")
         self._hurried = False
         dsn = await self.resolve_database_url()
+        self._tracing = load_tracing(self.tracing, self.tracer_provider, self.node_id)
         # What the block raises passes through the nurseries below: it comes
         # out as itself, as it would without the orchestrator.
         edge = NurseryEdge()
@@ -417,6 +429,7 @@ class Orchestrator:
                     clock=self.clock,
                     on_job_exit=self._job_left_node,
                     metrics=self.metrics,
+                    tracing=self._tracing,
                 )
                 await nursery.start(dispatcher.run)
                 self.metrics.watch_worker(dispatcher, writer)
@@ -582,7 +595,16 @@ class Orchestrator:
             unique_keys=unique_keys,
             limits=self.payload_limits,
             single=single,
+            tracing=self._tracing,
         )
+
+    def continue_trace(self, headers: Mapping[str, str]) -> AbstractContextManager[None]:
+        """Submissions inside continue the trace of these HTTP headers'
+        ``traceparent`` (and ``tracestate``), unless a span is current
+        already or tracing is off."""
+        if self._tracing is None:
+            return nullcontext()
+        return self._tracing.continuing(headers)
 
     # -- reading -----------------------------------------------------------
 

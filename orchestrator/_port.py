@@ -51,6 +51,7 @@ class ProducerPort(Protocol):
         job_ids: Sequence[uuid.UUID],
         payloads: Sequence[Any],
         unique_keys: Sequence[str | None],
+        trace_context: Mapping[str, str] | None = None,
     ) -> list[Row]: ...
 
     async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None: ...

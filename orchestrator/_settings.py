@@ -187,6 +187,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "metrics": _optional(_bind),
     "metrics_interval": _seconds("metrics_interval", MAX_PRUNE_INTERVAL, allow_zero=False, optional=True),
     "work": _boolean,
+    "tracing": _boolean,
 }
 
 
@@ -233,6 +234,7 @@ with warnings.catch_warnings():
         metrics: str | None = None
         metrics_interval: float | None = QUEUE_DEPTH_INTERVAL
         work: bool = True
+        tracing: bool = True
 
         @field_validator("*", mode="before")
         @classmethod
@@ -477,7 +479,7 @@ def apply_settings(orch: Any, settings: Settings, names: set[str] | None = None)
         orch.queues = queue_spec_for(settings.queues, orch.concurrency)
     for name in (
         "poll_interval", "lease_seconds", "pool_size", "shutdown_grace", "prune_interval", "prune_batch",
-        "metrics_interval",
+        "metrics_interval", "tracing",
     ):  # fmt: skip
         if wanted(name):
             setattr(orch, name, getattr(settings, name))

@@ -422,6 +422,7 @@ class Store:
         job_ids: Sequence[uuid.UUID],
         payloads: Sequence[Any],
         unique_keys: Sequence[str | None],
+        trace_context: Mapping[str, str] | None = None,
     ) -> list[Row]:
         """Insert queued jobs of one kind, in one statement.
 
@@ -431,6 +432,7 @@ class Store:
         return await self.fetch(
             "submit_jobs", kind, queue, owner_user_id, owner_org_id, priority, max_attempts,
             float(delay), list(job_ids), [json.dumps(p) for p in payloads], list(unique_keys),
+            None if trace_context is None else dict(trace_context),
         )  # fmt: skip
 
     async def get_job(self, job_id: uuid.UUID, org_id: str) -> Row | None:

@@ -43,6 +43,7 @@ from ._jobs import known_kinds
 from ._lifecycle import JobState
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
 from ._orchestrator import DATABASE_URL_ENV, NotRunning
+from ._tracing import Tracing, load_tracing
 from ._validation import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_PAYLOAD_DEPTH, PayloadLimits, check_name
 from ._waiters import Waiters
 
@@ -122,6 +123,10 @@ class Client:
             in case a notification was missed.
         connect_timeout: seconds to wait for a new connection.
         max_payload_bytes, max_payload_depth: as for the orchestrator.
+        tracing: start a ``submit`` span per submission and store its trace
+            context with the jobs, when the ``opentelemetry`` package is
+            installed (the ``otel`` extra); see ``orchestrator._tracing``.
+        tracer_provider: where those spans go (default: the global provider).
 
     Raises:
         MissingDatabaseUrl: neither ``database_url`` nor the environment names
@@ -141,8 +146,12 @@ class Client:
         connect_timeout: float = 10.0,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH,
+        tracing: bool = True,
+        tracer_provider: Any = None,
     ) -> None:
         self._payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
+        self._tracing_wanted = (tracing, tracer_provider)
+        self._tracing: Tracing | None = None
         url = database_url or os.environ.get(DATABASE_URL_ENV)
         if not url:
             raise MissingDatabaseUrl(
@@ -218,6 +227,7 @@ class Client:
         if self._state != "new":
             raise RuntimeError(f"this client is {self._state}; a client opens once")
         await self._store.open()
+        self._tracing = load_tracing(*self._tracing_wanted)
         self._listener = DoneListener(self._store, self._waiters)
         self._state = "open"
         return self
@@ -358,6 +368,7 @@ class Client:
             unique_keys=unique_keys,
             limits=self._payload_limits,
             single=single,
+            tracing=self._tracing,
         )
 
     # -- reading -----------------------------------------------------------

@@ -50,12 +50,13 @@ async def submit(
     max_attempts: int = 1,
     delay: float = 0.0,
     unique_keys: Sequence[str | None] | None = None,
+    trace_context: dict[str, str] | None = None,
 ) -> list[Row]:
     ids = [uuid.uuid4() for _ in range(n)]
     return await store.submit(
         kind=kind, queue=queue, owner_user_id=user, owner_org_id=org, priority=priority,
         max_attempts=max_attempts, delay=delay, job_ids=ids, payloads=[{"i": i} for i in range(n)],
-        unique_keys=list(unique_keys) if unique_keys is not None else [None] * n,
+        unique_keys=list(unique_keys) if unique_keys is not None else [None] * n, trace_context=trace_context,
     )  # fmt: skip
 
 
@@ -107,6 +108,16 @@ async def a_unique_key_returns_the_live_job_instead_of_a_new_one(store: TrioStor
     assert again["job_id"] == first["job_id"]
     [other_org] = await submit(store, org="other", unique_keys=["k"])
     assert other_org["job_id"] != first["job_id"]
+
+
+@scenario
+async def a_batchs_trace_context_is_stored_and_comes_back_with_each_claim(store: TrioStorePort) -> None:
+    context = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "k=v"}
+    traced = await submit(store, 2, trace_context=context)
+    [untraced] = await submit(store)
+    claimed = {c["job_id"]: c["trace_context"] for c in await claim(store, 10)}
+    assert claimed == {traced[0]["job_id"]: context, traced[1]["job_id"]: context, untraced["job_id"]: None}
+    assert (await row_of(store, traced[0]["job_id"]))["trace_context"] == context
 
 
 @scenario

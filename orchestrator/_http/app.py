@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 import trio
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -145,18 +145,22 @@ def create_app(
     Caller = Annotated[Principal, Depends(caller_dependency(orch))]
 
     @app.post("/api/jobs", status_code=201, response_model=JobRecord, responses=ERRORS, tags=["jobs"])
-    async def submit_job(request: SubmitRequest, caller: Caller) -> JobRecord:
-        """Queue a job; 201 and its record. An unknown kind or a bad payload: 422 naming the field."""
-        return await orch.submit(
-            request.kind,
-            request.payload,
-            owner=caller,
-            delay=request.delay,
-            priority=request.priority,
-            max_attempts=request.max_attempts,
-            queue=request.queue,
-            unique_key=request.unique_key,
-        )
+    async def submit_job(request: SubmitRequest, caller: Caller, http: Request) -> JobRecord:
+        """Queue a job; 201 and its record. An unknown kind or a bad payload: 422 naming the field.
+
+        A W3C ``traceparent`` header makes the job's spans part of the caller's trace.
+        """
+        with orch.continue_trace(http.headers):
+            return await orch.submit(
+                request.kind,
+                request.payload,
+                owner=caller,
+                delay=request.delay,
+                priority=request.priority,
+                max_attempts=request.max_attempts,
+                queue=request.queue,
+                unique_key=request.unique_key,
+            )
 
     @app.get("/api/jobs", response_model=JobPage, responses=ERRORS, tags=["jobs"])
     async def list_jobs(

@@ -7,7 +7,8 @@
 -- Insert queued jobs of one kind in one statement; the database clock stamps
 -- created_at, so producers on skewed clocks cannot break ordering. A payload
 -- whose unique key matches a queued or active job of the same kind and
--- organisation is not inserted: that job is returned instead.
+-- organisation is not inserted: that job is returned instead. $11 is the
+-- submitter's trace context (NULL when it traced nothing), shared by the batch.
 WITH input AS (
     -- Payloads arrive as JSON text: a jsonb[] parameter would read a payload
     -- that is itself an array as another dimension of the array.
@@ -17,9 +18,10 @@ WITH input AS (
 inserted AS (
     INSERT INTO job_status (
         job_id, kind, queue, payload, owner_user_id, owner_org_id,
-        priority, max_attempts, run_at, created_at, unique_key)
+        priority, max_attempts, run_at, created_at, unique_key, trace_context)
     SELECT i.job_id, $1, $2, i.payload, $3, $4, $5, $6,
-           statement_timestamp() + make_interval(secs => $7), statement_timestamp(), i.unique_key
+           statement_timestamp() + make_interval(secs => $7), statement_timestamp(), i.unique_key,
+           $11::jsonb
     FROM input i
     ON CONFLICT (owner_org_id, kind, unique_key)
         WHERE unique_key IS NOT NULL AND status IN ('queued', 'active')
@@ -85,7 +87,8 @@ claimed AS (
     WHERE j.job_id = due.job_id
     RETURNING j.job_id, j.kind, j.queue, j.payload, j.owner_user_id, j.owner_org_id, j.priority,
               j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at, j.progress, j.error,
-              j.cancel_requested_at IS NOT NULL AS cancel_requested, j.lease_token, due.previous_started_at
+              j.cancel_requested_at IS NOT NULL AS cancel_requested, j.lease_token, due.previous_started_at,
+              j.trace_context
 ),
 announced AS (SELECT announce_jobs(NULL, array_agg(job_id)) FROM claimed)
 SELECT c.* FROM claimed c CROSS JOIN announced;

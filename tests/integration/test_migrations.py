@@ -12,7 +12,7 @@ EXPECTED_COLUMNS = {
     "job_id", "kind", "queue", "payload", "owner_user_id", "owner_org_id", "status", "priority",
     "attempt", "max_attempts", "run_at", "created_at", "started_at", "completed_at", "lease_node",
     "lease_token", "lease_expires_at", "cancel_requested_at", "cancel_requested_by", "progress",
-    "result", "error", "unique_key", "rescued_from",
+    "result", "error", "unique_key", "rescued_from", "trace_context",
 }  # fmt: skip
 
 

@@ -132,6 +132,7 @@ BAD_TEXT = {
     "metrics": "9090",
     "metrics_interval": "-5s",
     "work": "maybe",
+    "tracing": "sometimes",
 }
 
 #: A bad value for every setting, typed (a TOML file, the app).
@@ -159,6 +160,7 @@ BAD_TYPED = {
     "metrics": 9090,
     "metrics_interval": 0,
     "work": 2,
+    "tracing": "yes please",
 }
 
 
