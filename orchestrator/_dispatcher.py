@@ -5,11 +5,19 @@ statement, wakes on a notification when jobs are inserted (polling as a
 fallback and for delayed jobs), and on each heartbeat renews all of this
 node's leases in one statement, rescues jobs whose node died, and delivers
 cancel requests it may have missed.
+
+It also judges each lease by its own clock: a job whose lease was not
+renewed within :data:`LOCAL_LEASE_SHARE` of the lease since it was claimed
+or last renewed has its handler stopped with nothing written, even when the
+database cannot be reached to say so. By then the lease is close to running
+out in the database, after which a rescuer may requeue the job for another
+node; a node cut off from PostgreSQL must not still be running it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import uuid
@@ -42,12 +50,23 @@ Clock = Callable[[], datetime]
 #: ones), so the search for them runs at start and then only now and then.
 QUARANTINE_EVERY_BEATS = 30
 
+#: The share of the lease after which this node, without a renewal it knows
+#: of, counts the lease as lost. Measured from the claim's answer (or a
+#: renewal's sending), it ends before the database's ``lease_expires_at``
+#: unless that answer took more than the rest of the lease to arrive.
+LOCAL_LEASE_SHARE = 0.9
+
 
 @dataclass(slots=True)
 class _Running:
     ref: ActorRef[JobMessage]
     token: int
     queue: str
+    #: By this node's clock (trio time): when it counts the lease as lost
+    #: unless a renewal succeeds first.
+    held_until: float = math.inf
+    #: Told ``LeaseLost`` already.
+    lost: bool = False
 
 
 def share_slots(free: int, queue_free: Mapping[str, int], start: int = 0) -> dict[str, int]:
@@ -174,6 +193,7 @@ class Dispatcher:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self._watch_leases)
                 nursery.start_soon(self.summary.run, self._summary_interval)
                 task_status.started()
                 with self._claiming:
@@ -188,13 +208,18 @@ class Dispatcher:
                 except OrchestratorError as exc:
                     logger.warning("could not mark node %s stopped: %s", self.node_id, exc)
 
-    async def drain(self, grace: float, *, release_bound: float = 10.0) -> None:
+    async def drain(self, grace: float, *, release_bound: float = 10.0) -> int:
         """Stop claiming; give running jobs ``grace`` seconds to end; then
         interrupt the rest and put them back in the queue.
 
         The release writes run shielded, bounded by ``release_bound``
         seconds, so a cancelled caller still leaves no job behind on this
         node if the database answers.
+
+        Returns:
+            How many job actors are still there after the bound (their last
+            writes could not reach the database): the caller cancels them,
+            and their leases run out for a rescuer to requeue the jobs.
         """
         self._claiming.cancel()
         with trio.move_on_after(grace) as self._grace:
@@ -203,6 +228,12 @@ class Dispatcher:
             for job_id in list(self._running):
                 self._tell(job_id, ReleaseJob())
             await self._wait_all_exited()
+        if self._running:
+            logger.warning(
+                "%d jobs could not be released (is PostgreSQL reachable?); left leased for a rescuer",
+                len(self._running),
+            )
+        return len(self._running)
 
     def hurry(self) -> None:
         """Stop claiming and cut the shutdown grace short: running jobs are
@@ -371,7 +402,7 @@ class Dispatcher:
             # This node claimed the job again (a rescuer requeued it after
             # this node's lease ran out): the earlier actor's lease is gone.
             self._tell(job.id, LeaseLost())
-            self._running[job.id] = _Running(ref, job.lease_token, job.queue)
+            self._running[job.id] = _Running(ref, job.lease_token, job.queue, self._lease_deadline(trio.current_time()))
             if self._all_exited.is_set():
                 self._all_exited = trio.Event()
 
@@ -400,14 +431,43 @@ class Dispatcher:
                 logger.warning("heartbeat failed: %s", exc)
             await trio.sleep(interval)
 
+    def _lease_deadline(self, since: float) -> float:
+        return since + self._lease_seconds * LOCAL_LEASE_SHARE
+
+    def _lose_lease(self, job_id: uuid.UUID, running: _Running, why: str) -> None:
+        if not running.lost:
+            logger.warning("job %s: lease (token %d) %s; stopping its handler here, writing nothing", job_id, running.token, why)
+            self.summary.lease_lost()
+        # Told again on the next look if its mailbox was full.
+        running.lost = self._tell(job_id, LeaseLost())
+
+    async def _watch_leases(self) -> None:
+        """Stop the handlers whose lease this node could not renew in time,
+        by its own clock: the heartbeat may be stuck on a database that
+        does not answer."""
+        while True:
+            now = trio.current_time()
+            soonest = now + self._lease_seconds / 3
+            for job_id, running in list(self._running.items()):
+                if running.lost:
+                    continue
+                if running.held_until <= now:
+                    self._lose_lease(job_id, running, "not renewed in time (is PostgreSQL reachable?)")
+                else:
+                    soonest = min(soonest, running.held_until)
+            await trio.sleep_until(soonest)
+
     async def _beat(self) -> None:
         held = dict(self._running)
+        sent = trio.current_time()
         renewed = await self._store.renew_leases(self.node_id, self._lease_seconds, [r.token for r in held.values()])
         for job_id, running in held.items():
-            if job_id not in renewed and self._running.get(job_id) is running:
-                logger.warning("job %s: lease (token %d) lost; cancelling its handler here", job_id, running.token)
-                self.summary.lease_lost()
-                self._tell(job_id, LeaseLost())
+            if self._running.get(job_id) is not running:
+                continue
+            if job_id in renewed:
+                running.held_until = max(running.held_until, self._lease_deadline(sent))
+            else:
+                self._lose_lease(job_id, running, "lost")
         for job_id, cancel_requested in renewed.items():
             if cancel_requested:
                 self.deliver_cancel(job_id)

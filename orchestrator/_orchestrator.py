@@ -415,35 +415,41 @@ class Orchestrator:
             # The writer outlives the job actors: their last writes (a
             # release at shutdown) still need it.
             await nursery.start(writer.run)
-            async with open_supervisor("jobs", intensity=10, period=1.0) as supervisor:
-                dispatcher = Dispatcher(
-                    store=store,
-                    registry=self.registry,
-                    writer=writer,
-                    supervisor=supervisor,
-                    node_id=self.node_id,
-                    concurrency=self.concurrency,
-                    queue_limits=self.queue_limits(),
-                    poll_interval=self.poll_interval,
-                    lease_seconds=self.lease_seconds,
-                    clock=self.clock,
-                    on_job_exit=self._job_left_node,
-                    metrics=self.metrics,
-                    tracing=self._tracing,
-                )
-                await nursery.start(dispatcher.run)
-                self.metrics.watch_worker(dispatcher, writer)
-                await self._advertise(store)
-                if self.prune_interval is not None:
-                    self.pruner = Pruner(store, self.retention, self.prune_interval, self.prune_batch)
-                    nursery.start_soon(self.pruner.run)
-                if self._hurried:
-                    dispatcher.hurry()
-                try:
-                    yield dispatcher
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await dispatcher.drain(self.shutdown_grace)
+            # Cancelled when the drain leaves actors behind (their last writes
+            # wait for a database that does not answer): stopping is bounded.
+            left_behind = trio.CancelScope()
+            with left_behind:
+                async with open_supervisor("jobs", intensity=10, period=1.0) as supervisor:
+                    dispatcher = Dispatcher(
+                        store=store,
+                        registry=self.registry,
+                        writer=writer,
+                        supervisor=supervisor,
+                        node_id=self.node_id,
+                        concurrency=self.concurrency,
+                        queue_limits=self.queue_limits(),
+                        poll_interval=self.poll_interval,
+                        lease_seconds=self.lease_seconds,
+                        clock=self.clock,
+                        on_job_exit=self._job_left_node,
+                        metrics=self.metrics,
+                        tracing=self._tracing,
+                    )
+                    await nursery.start(dispatcher.run)
+                    self.metrics.watch_worker(dispatcher, writer)
+                    await self._advertise(store)
+                    if self.prune_interval is not None:
+                        self.pruner = Pruner(store, self.retention, self.prune_interval, self.prune_batch)
+                        nursery.start_soon(self.pruner.run)
+                    if self._hurried:
+                        dispatcher.hurry()
+                    try:
+                        yield dispatcher
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            left = await dispatcher.drain(self.shutdown_grace)
+                        if left:
+                            left_behind.cancel()
             nursery.cancel_scope.cancel()
 
     async def _advertise(self, store: Store) -> None:
