@@ -3,8 +3,8 @@
 One run = a fresh database next to the server's (dropped at the end):
 
 1. enqueue N jobs one by one from trio (``Orchestrator.submit``);
-2. the same from asyncio (``orchestrator.client.Client.submit``, on its own
-   loop in a thread);
+2. the same from asyncio (``orchestrator.client.Client.submit``, on a plain
+   asyncio loop in a process of its own, as a web service runs it);
 3. enqueue N in batches (``submit_many``);
 4. ANALYZE, then a worker (by default the real daemon, ``orchestrator run``
    in a subprocess) processes the N queued no-op jobs: jobs/s = N / (commit
@@ -21,11 +21,12 @@ CPU per job (/proc of the worker and of the database's backends).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
+import json
 import math
 import os
 import random
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -164,21 +165,20 @@ async def process(url: str, db: BenchDb, s: Settings, n: int, *, workers: int = 
 # -- phases --------------------------------------------------------------------
 
 
-def _enqueue_from_asyncio(url: str, schema: str, n: int) -> float:
-    """jobs/s of ``n`` ``Client.submit`` calls on a plain asyncio loop (run in a thread)."""
-    from ..client import Client
-
-    async def main() -> float:
-        client = await Client(url, schema=schema, job_types={"noop": int}).open()
-        try:
-            t0 = time.perf_counter()
-            for i in range(n):
-                await client.submit("noop", i, owner=OWNER)
-            return n / (time.perf_counter() - t0)
-        finally:
-            await client.close()
-
-    return asyncio.run(main())
+async def _enqueue_from_asyncio(url: str, schema: str, n: int) -> float:
+    """jobs/s of ``n`` ``Client.submit`` calls on a plain asyncio loop, in a
+    process of its own (see ``_asyncio_enqueue``)."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "orchestrator._bench._asyncio_enqueue", url, schema, str(n)],
+        capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the asyncio enqueue failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    figures = json.loads(done.stdout)
+    if figures["trio_asyncio_loaded"]:
+        raise RuntimeError("the asyncio enqueue loaded trio_asyncio: it would measure a patched asyncio")
+    jobs_s: float = figures["jobs_s"]
+    return jobs_s
 
 
 async def enqueue_phases(
@@ -194,7 +194,7 @@ async def enqueue_phases(
     async with open_bench_db(url, s.schema) as db:
         await db.fetch("truncate_jobs")
     progress(f"enqueue {n} one by one (asyncio Client)")
-    out["enqueue_single_asyncio_jobs_s"] = await trio.to_thread.run_sync(_enqueue_from_asyncio, url, s.schema, n)
+    out["enqueue_single_asyncio_jobs_s"] = await _enqueue_from_asyncio(url, s.schema, n)
     async with open_bench_db(url, s.schema) as db:
         await db.fetch("truncate_jobs")
     progress(f"enqueue {n} in batches of {s.batch}")
