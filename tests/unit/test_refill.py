@@ -11,7 +11,7 @@ node can no longer run goes back to the queue.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -142,17 +142,9 @@ class HeldAnswers(MemoryStore):
         self.held = trio.Event()
 
     async def apply_transitions_and_claim(
-        self,
-        rows: Sequence[TransitionRow],
-        *,
-        kinds: Sequence[str],
-        slots: Mapping[str, int],
-        node: str,
-        lease_seconds: float,
+        self, rows: Sequence[TransitionRow], **claim: Any
     ) -> tuple[set[uuid.UUID], list[Row]]:
-        answer = await super().apply_transitions_and_claim(
-            rows, kinds=kinds, slots=slots, node=node, lease_seconds=lease_seconds
-        )
+        answer = await super().apply_transitions_and_claim(rows, **claim)
         if self.hold is not None:
             self.held.set()
             await self.hold.wait()
