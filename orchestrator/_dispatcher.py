@@ -12,6 +12,13 @@ or last renewed has its handler stopped with nothing written, even when the
 database cannot be reached to say so. By then the lease is close to running
 out in the database, after which a rescuer may requeue the job for another
 node; a node cut off from PostgreSQL must not still be running it.
+
+It is also the writer's :class:`~orchestrator._writer.Refill`: the statement
+that ends a batch of this node's jobs claims their replacements (while the
+queue is known to hold due jobs), and the dispatcher starts those exactly as
+the rows of its own claims. Slots being claimed by a statement in flight,
+its own or the writer's, count as taken, so the two never fill one slot
+twice.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import math
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,10 +45,10 @@ from ._lifecycle import JobState
 from ._metrics import Metrics
 from ._validation import UndecodableJSON
 from ._port import Row, WorkerPort
-from ._store import retry_unavailable
+from ._store import TransitionRow, retry_unavailable
 from ._summary import SUMMARY_INTERVAL, Summary
 from ._tracing import Tracing
-from ._writer import TransitionWriter
+from ._writer import RefillClaim, TransitionWriter
 
 logger = logging.getLogger("orchestrator.dispatcher")
 
@@ -146,8 +154,19 @@ class Dispatcher:
         self._all_exited = trio.Event()
         self._all_exited.set()
         self._rotation = 0
+        #: Slots per queue that a claim in flight (the dispatcher's or a
+        #: writer batch's) is filling.
+        self._reserved: dict[str, int] = {}
+        self._claiming_active = False
+        # Whether the last claim found fewer due jobs than it had room for:
+        # then a batch's statement claims nothing until jobs are announced
+        # (an empty claim in every write costs, and gains nothing).
+        self._dry = False
         self.claimed = 0
         self.claims = 0
+        #: Writer batches that claimed for this node, and the jobs they claimed.
+        self.refills = 0
+        self.refilled_jobs = 0
         self.rescued = 0
         self.quarantined = 0
         self._reported: set[str] = set()
@@ -169,7 +188,8 @@ class Dispatcher:
         return sum(ref.mailbox_depth for ref in self._supervisor.children)
 
     def wake(self) -> None:
-        """Claim again now (jobs were inserted, or a slot came free)."""
+        """Claim again now: jobs were inserted (or came back to the queue)."""
+        self._dry = False
         self._wakeup.set()
 
     def deliver_cancel(self, job_id: uuid.UUID) -> bool:
@@ -197,7 +217,13 @@ class Dispatcher:
                 nursery.start_soon(self.summary.run, self._summary_interval)
                 task_status.started()
                 with self._claiming:
-                    await self._claim_loop()
+                    self._claiming_active = True
+                    self._writer.attach(self)
+                    try:
+                        await self._claim_loop()
+                    finally:
+                        self._claiming_active = False
+                        self._writer.attach(None)
                 # Draining: keep renewing the leases of the jobs still running.
                 await self._wait_all_exited()
                 nursery.cancel_scope.cancel()
@@ -245,14 +271,80 @@ class Dispatcher:
         while self._running:
             await self._all_exited.wait()
 
-    def _slots(self) -> dict[str, int]:
-        free = self._concurrency - len(self._running)
-        busy: dict[str, int] = {}
+    def _slots(self, leaving: Mapping[str, int] | None = None) -> dict[str, int]:
+        """The free slots per queue, counting those being claimed as taken
+        and the jobs ``leaving`` (per queue) as gone."""
+        leaving = leaving or {}
+        busy = dict(self._reserved)
         for running in self._running.values():
             busy[running.queue] = busy.get(running.queue, 0) + 1
+        for queue, n in leaving.items():
+            busy[queue] = busy.get(queue, 0) - n
+        free = self._concurrency - len(self._running) - sum(self._reserved.values()) + sum(leaving.values())
         queue_free = {q: limit - busy.get(q, 0) for q, limit in self._queue_limits.items()}
         self._rotation += 1
         return share_slots(free, queue_free, self._rotation)
+
+    @contextmanager
+    def _reserving(self, slots: Mapping[str, int]) -> Iterator[None]:
+        self._reserve(slots)
+        try:
+            yield
+        finally:
+            self._unreserve(slots)
+
+    def _reserve(self, slots: Mapping[str, int]) -> None:
+        for queue, n in slots.items():
+            self._reserved[queue] = self._reserved.get(queue, 0) + n
+
+    def _unreserve(self, slots: Mapping[str, int]) -> None:
+        for queue, n in slots.items():
+            left = self._reserved.get(queue, 0) - n
+            if left > 0:
+                self._reserved[queue] = left
+            else:
+                self._reserved.pop(queue, None)
+
+    # -- the writer's Refill -------------------------------------------------
+
+    def reserve(self, rows: Sequence[TransitionRow]) -> RefillClaim | None:
+        """The claim a batch of writes is to make for the slots its rows
+        free (only rows of jobs running here under their current lease), or
+        ``None``: the node is stopping, nothing leaves, or the queue ran
+        dry. The slots count as taken until :meth:`refilled` or :meth:`cancel`."""
+        if not self._claiming_active or self._claiming.cancel_called or self._dry:
+            return None
+        leaving: dict[str, int] = {}
+        for row in rows:
+            running = self._running.get(row.job_id)
+            if row.next != JobState.ACTIVE.value and running is not None and running.token == row.token:
+                leaving[running.queue] = leaving.get(running.queue, 0) + 1
+        if not leaving:
+            return None
+        slots = self._slots(leaving)
+        if not slots:
+            return None
+        self._reserve(slots)
+        return RefillClaim(self._registry.kinds, slots, self.node_id, self._lease_seconds)
+
+    def cancel(self, claim: RefillClaim) -> None:
+        """The batch's statement failed: it claimed nothing."""
+        self._unreserve(claim.slots)
+
+    async def refilled(self, claim: RefillClaim, rows: list[Row]) -> None:
+        """Start the jobs a batch's statement claimed, exactly as those of a
+        claim; give them back unstarted if the node began to stop meanwhile."""
+        # No checkpoint between giving the slots back and taking them up.
+        self._unreserve(claim.slots)
+        self.refills += 1
+        self.refilled_jobs += len(rows)
+        if len(rows) < sum(claim.slots.values()):
+            self._dry = True
+        if not self._claiming_active or self._claiming.cancel_called:
+            await self._release_unstarted(rows)
+            return
+        self.claimed += len(rows)
+        await self._start_claimed(rows)
 
     async def _claim_loop(self) -> None:
         kinds = self._registry.kinds
@@ -279,6 +371,7 @@ class Dispatcher:
                     rows = []
                 self.claimed += len(rows)
                 self.claims += 1
+                self._dry = len(rows) < free
                 if len(rows) == free:
                     # Every free slot was filled: more may be due.
                     continue
@@ -296,9 +389,10 @@ class Dispatcher:
         claimed after this node began to stop is given back unstarted.
         """
         with trio.CancelScope(shield=True), trio.move_on_after(self._lease_seconds):
-            rows = await self._store.claim(
-                kinds=kinds, slots=slots, node=self.node_id, lease_seconds=self._lease_seconds
-            )
+            with self._reserving(slots):
+                rows = await self._store.claim(
+                    kinds=kinds, slots=slots, node=self.node_id, lease_seconds=self._lease_seconds
+                )
             if self._claiming.cancel_called:
                 await self._release_unstarted(rows)
                 rows = []
@@ -414,7 +508,8 @@ class Dispatcher:
         self._on_job_exit(job.id, state)
         if not self._running:
             self._all_exited.set()
-        self.wake()
+        # A slot came free: claim again (the queue stays as dry as it was).
+        self._wakeup.set()
 
     async def _heartbeat(self) -> None:
         interval = self._lease_seconds / 3

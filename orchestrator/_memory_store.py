@@ -15,7 +15,8 @@ raise :class:`DatabaseUnavailable` (as the SQL adapter does for a dropped
 connection) until :meth:`MemoryStore.come_back`; :meth:`MemoryStore.lose_ack`
 lets the next run of a statement commit and then raises
 :class:`DatabaseUnavailable`, as when the connection drops before the answer
-arrives.
+arrives; :meth:`MemoryStore.refuse` makes the next run of a statement fail
+with :class:`StoreError`, changing nothing, as PostgreSQL refusing it.
 
 Not modelled: malformed rows from before migration 0004 (every row here is
 written through the validation boundary, so ``quarantine_malformed`` finds
@@ -169,6 +170,7 @@ class MemoryStore:
         self._token = 0
         self._down = False
         self._lost_acks: dict[str, int] = {}
+        self._refusals: dict[str, int] = {}
         self._listeners: list[tuple[dict[str, str], trio.MemorySendChannel[tuple[str, str]]]] = []
         self._changed = trio.Event()
 
@@ -190,6 +192,7 @@ class MemoryStore:
         """The database is back and no acknowledgement will be lost."""
         self._down = False
         self._lost_acks.clear()
+        self._refusals.clear()
 
     @property
     def is_down(self) -> bool:
@@ -199,6 +202,11 @@ class MemoryStore:
         """The next ``times`` runs of ``statement`` commit, then raise
         :class:`DatabaseUnavailable` instead of answering."""
         self._lost_acks[statement] = self._lost_acks.get(statement, 0) + times
+
+    def refuse(self, statement: str, times: int = 1) -> None:
+        """The next ``times`` runs of ``statement`` fail with
+        :class:`StoreError` and change nothing."""
+        self._refusals[statement] = self._refusals.get(statement, 0) + times
 
     def expire_lease(self, job_id: uuid.UUID) -> None:
         """Make the job's lease run out now, as if its node had stalled past it."""
@@ -223,6 +231,10 @@ class MemoryStore:
         self.statements[name] = self.statements.get(name, 0) + 1
         if self._down:
             raise DatabaseUnavailable(f"PostgreSQL is unreachable: the memory store is down ({name})")
+        refusals = self._refusals.get(name, 0)
+        if refusals:
+            self._refusals[name] = refusals - 1
+            raise StoreError(f"PostgreSQL rejected a statement: {name} refused (injected)", sqlstate="XX000")
         return _Statement(name)
 
     def _stage(self, statement: _Statement, job: JobRow) -> JobRow:
@@ -432,16 +444,31 @@ class MemoryStore:
         of each queue, by priority, then run_at, then id; the rows become
         ``active`` with ``started_at`` after their creation and previous start."""
         statement = self._begin("claim_jobs")
+        rows = self._claim(statement, kinds, slots, node, lease_seconds)
+        self._commit(statement)
+        await self._answer()
+        return rows
+
+    def _claim(
+        self,
+        statement: _Statement,
+        kinds: Sequence[str],
+        slots: Mapping[str, int],
+        node: str,
+        lease_seconds: float,
+        exclude: frozenset[uuid.UUID] = frozenset(),
+    ) -> list[Row]:
         now = self.clock()
         rows: list[Row] = []
         for queue, wanted in slots.items():
             if wanted <= 0:
                 continue
+            # The statement's snapshot: rows it changed itself are not seen.
             due = [
                 j
                 for j in self.jobs.values()
                 if j.status == "queued" and j.lease_token is None and j.queue == queue
-                and j.run_at <= now and j.kind in kinds
+                and j.run_at <= now and j.kind in kinds and j.job_id not in exclude
             ]  # fmt: skip
             due.sort(key=lambda j: (-j.priority, j.run_at, j.job_id))
             for job in due[:wanted]:
@@ -459,8 +486,6 @@ class MemoryStore:
                         "previous_started_at": previous,
                     }
                 )
-        self._commit(statement)
-        await self._answer()
         return rows
 
     async def next_due(self, *, kinds: Sequence[str], queues: Sequence[str]) -> float | None:
@@ -482,6 +507,35 @@ class MemoryStore:
         expected status under the expected lease token; a move back to
         ``queued`` yields to a pending cancel request."""
         statement = self._begin("apply_transitions")
+        applied = self._apply(statement, rows)
+        self._commit(statement)
+        await self._answer()
+        return applied
+
+    async def apply_transitions_and_claim(
+        self,
+        rows: Sequence[TransitionRow],
+        *,
+        kinds: Sequence[str],
+        slots: Mapping[str, int],
+        node: str,
+        lease_seconds: float,
+    ) -> tuple[set[uuid.UUID], list[Row]]:
+        """``apply_transitions_and_claim``: ``apply_transitions``, then, only
+        if every row taking its job off the node (next status not
+        ``active``) applied, ``claim_jobs`` for ``slots``, never of the jobs
+        the rows write; one statement: all of it commits, or none."""
+        statement = self._begin("apply_transitions_and_claim")
+        applied = self._apply(statement, rows)
+        leaving = {t.job_id for t in rows if t.next != "active"}
+        claimed: list[Row] = []
+        if leaving <= applied:
+            claimed = self._claim(statement, kinds, slots, node, lease_seconds, frozenset(t.job_id for t in rows))
+        self._commit(statement)
+        await self._answer()
+        return applied, claimed
+
+    def _apply(self, statement: _Statement, rows: Sequence[TransitionRow]) -> set[uuid.UUID]:
         applied: set[uuid.UUID] = set()
         for t in rows:
             job = self.jobs.get(t.job_id)
@@ -504,8 +558,6 @@ class MemoryStore:
             if t.next == "queued":
                 staged.lease_node = staged.lease_token = staged.lease_expires_at = None
             applied.add(t.job_id)
-        self._commit(statement)
-        await self._answer()
         return applied
 
     async def renew_leases(self, node: str, lease_seconds: float, tokens: Sequence[int]) -> dict[uuid.UUID, bool]:

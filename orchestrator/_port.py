@@ -77,12 +77,24 @@ class JobPort(Protocol):
 
 
 class TransitionPort(Protocol):
-    """What the transition writer needs: many guarded writes in one statement."""
+    """What the transition writer needs: many guarded writes in one statement,
+    and, where the writes free slots on the node, the claim of replacements
+    in that same statement."""
 
     #: Where the writer records its batch sizes.
     metrics: Metrics
 
     async def apply_transitions(self, rows: Sequence[TransitionRow]) -> set[uuid.UUID]: ...
+
+    async def apply_transitions_and_claim(
+        self,
+        rows: Sequence[TransitionRow],
+        *,
+        kinds: Sequence[str],
+        slots: Mapping[str, int],
+        node: str,
+        lease_seconds: float,
+    ) -> tuple[set[uuid.UUID], list[Row]]: ...
 
 
 class WorkerPort(JobPort, TransitionPort, Protocol):

@@ -488,21 +488,33 @@ class Store:
         Returns:
             The ids of the jobs whose transition applied.
         """
-        applied = await self.fetch(
-            "apply_transitions",
-            [r.job_id for r in rows],
-            [r.token for r in rows],
-            [r.expected for r in rows],
-            [r.next for r in rows],
-            [r.started_at for r in rows],
-            [r.completed_at for r in rows],
-            [r.run_at for r in rows],
-            [r.progress for r in rows],
-            [r.result for r in rows],
-            [r.error for r in rows],
-            [r.attempt for r in rows],
-        )
+        applied = await self.fetch("apply_transitions", *_transition_columns(rows))
         return {r["job_id"] for r in applied}
+
+    async def apply_transitions_and_claim(
+        self,
+        rows: Sequence[TransitionRow],
+        *,
+        kinds: Sequence[str],
+        slots: Mapping[str, int],
+        node: str,
+        lease_seconds: float,
+    ) -> tuple[set[uuid.UUID], list[Row]]:
+        """Persist guarded transitions and, in the same statement, claim (as
+        :meth:`claim`) up to ``slots[queue]`` jobs, only if every row that
+        takes its job off the node applied.
+
+        Returns:
+            The ids of the jobs whose transition applied, and the rows
+            claimed (the columns of :class:`~orchestrator._claimed.ClaimedJob`).
+        """
+        queues = list(slots)
+        result = await self.fetch(
+            "apply_transitions_and_claim", *_transition_columns(rows),
+            list(kinds), queues, [slots[q] for q in queues], node, float(lease_seconds),
+        )  # fmt: skip
+        applied = {r["job_id"] for r in result if not r["claimed"]}
+        return applied, [r for r in result if r["claimed"]]
 
     async def cancel_queued(
         self, job_id: uuid.UUID, *, started_at: datetime | None, completed_at: datetime, by: str
@@ -577,6 +589,23 @@ class Store:
                     await self._aio(conn.close, timeout=1)
                 except Exception:
                     conn.terminate()
+
+
+def _transition_columns(rows: Sequence[TransitionRow]) -> tuple[list[Any], ...]:
+    """The transitions as the eleven arrays the statements unnest."""
+    return (
+        [r.job_id for r in rows],
+        [r.token for r in rows],
+        [r.expected for r in rows],
+        [r.next for r in rows],
+        [r.started_at for r in rows],
+        [r.completed_at for r in rows],
+        [r.run_at for r in rows],
+        [r.progress for r in rows],
+        [r.result for r in rows],
+        [r.error for r in rows],
+        [r.attempt for r in rows],
+    )
 
 
 async def _apply_migration(conn: asyncpg.Connection, migration: Migration) -> None:

@@ -370,3 +370,108 @@ async def _expect(notifications: trio.MemoryReceiveChannel[tuple[str, str]], cha
                 return
     raise AssertionError(f"the notification channel closed before {channel} {payload}")
 
+
+
+async def finish_and_claim(
+    store: TrioStorePort, rows: Sequence[TransitionRow], *, lease: float = LEASE, **slots: int
+) -> tuple[set[uuid.UUID], list[Row]]:
+    return await store.apply_transitions_and_claim(
+        rows, kinds=["work"], slots=slots or {"default": len(rows)}, node=NODE, lease_seconds=lease
+    )
+
+
+@scenario
+async def a_batch_that_ends_jobs_claims_their_replacements_as_a_claim_does(store: TrioStorePort) -> None:
+    await submit(store, 2)
+    c1, c2 = await claim(store)
+    low = await submit(store, 2)
+    [high] = await submit(store, priority=5)
+    r1, r2 = await row_of(store, c1["job_id"]), await row_of(store, c2["job_id"])
+    applied, claimed = await finish_and_claim(store, [finish(c1, r1), finish(c2, r2, "failed", error={"type": "E"})])
+    assert applied == {c1["job_id"], c2["job_id"]}
+    assert (await row_of(store, c1["job_id"]))["status"] == "completed"
+    assert (await row_of(store, c2["job_id"]))["status"] == "failed"
+    # By priority, then run_at and id, as claim_jobs (one submit: one run_at); the same columns.
+    first, second = sorted(r["job_id"] for r in low)
+    assert [c["job_id"] for c in claimed] == [high["job_id"], first]
+    [plain] = await claim(store, 1)
+    assert plain["job_id"] == second
+    assert set(plain.keys()) <= set(claimed[0].keys())
+    tokens = {c1["lease_token"], c2["lease_token"], plain["lease_token"]}
+    for c in claimed:
+        row = await row_of(store, c["job_id"])
+        assert row["status"] == "active" and row["lease_node"] == NODE and row["lease_token"] == c["lease_token"]
+        assert c["lease_token"] not in tokens
+        assert c["started_at"] == row["started_at"] > row["created_at"]
+        assert c["previous_started_at"] is None and c["cancel_requested"] is False and c["attempt"] == 1
+        check_timestamps(row)
+    # The new leases are held like any other: renewed, and they fence.
+    renewed = await store.renew_leases(NODE, LEASE, [c["lease_token"] for c in claimed])
+    assert renewed == {c["job_id"]: False for c in claimed}
+
+
+@scenario
+async def a_batch_claims_nothing_unless_every_job_it_ends_left(store: TrioStorePort) -> None:
+    await submit(store, 2)
+    c1, c2 = await claim(store)
+    [waiting] = await submit(store)
+    r1, r2 = await row_of(store, c1["job_id"]), await row_of(store, c2["job_id"])
+    stale = dataclasses.replace(finish(c2, r2), token=c2["lease_token"] + 1000)
+    applied, claimed = await finish_and_claim(store, [finish(c1, r1), stale])
+    assert applied == {c1["job_id"]} and claimed == []
+    assert (await row_of(store, waiting["job_id"]))["status"] == "queued"
+    # Progress alone ends nothing, so it does not stop a claim.
+    progress = TransitionRow(job_id=c2["job_id"], token=c2["lease_token"], expected="active", next="active", progress=0.5)
+    applied, claimed = await finish_and_claim(store, [progress], default=1)
+    assert applied == {c2["job_id"]} and [c["job_id"] for c in claimed] == [waiting["job_id"]]
+
+
+@scenario
+async def a_refused_batch_claims_nothing(store: TrioStorePort) -> None:
+    await submit(store, 2)
+    c1, c2 = await claim(store)
+    [waiting] = await submit(store)
+    r1, r2 = await row_of(store, c1["job_id"]), await row_of(store, c2["job_id"])
+    early = dataclasses.replace(finish(c2, r2), completed_at=r2["started_at"] - timedelta(microseconds=1))
+    with pytest.raises(StoreError) as caught:
+        await finish_and_claim(store, [finish(c1, r1), early])
+    assert caught.value.constraint == "job_status_timestamps_check"
+    assert await row_of(store, c1["job_id"]) == r1
+    assert (await row_of(store, waiting["job_id"]))["status"] == "queued"
+    assert [c["job_id"] for c in await claim(store)] == [waiting["job_id"]]
+
+
+@scenario
+async def a_batch_claim_keeps_queue_shares_kinds_due_times_and_its_own_jobs(store: TrioStorePort) -> None:
+    await submit(store, max_attempts=2)
+    [c] = await claim(store)
+    [fast] = await submit(store, queue="fast")
+    await submit(store, queue="fast")
+    [other_kind] = await submit(store, kind="other")
+    [later] = await submit(store, delay=3600)
+    # A retry due at once goes back to the queue; the statement that puts it
+    # there does not claim it again.
+    retry = TransitionRow(
+        job_id=c["job_id"], token=c["lease_token"], expected="active", next="queued",
+        run_at=c["started_at"], attempt=2, error={"type": "E"},
+    )  # fmt: skip
+    applied, claimed = await finish_and_claim(store, [retry], default=3, fast=1)
+    assert applied == {c["job_id"]}
+    assert [x["job_id"] for x in claimed] == [fast["job_id"]]
+    for job_id in (c["job_id"], other_kind["job_id"], later["job_id"]):
+        assert (await row_of(store, job_id))["status"] == "queued"
+    [again] = await claim(store, default=3, fast=0)
+    assert again["job_id"] == c["job_id"] and again["attempt"] == 2 and again["previous_started_at"] == c["started_at"]
+
+
+@scenario
+async def a_batch_announces_the_jobs_it_ends_and_claims(store: TrioStorePort) -> None:
+    await submit(store)
+    [c] = await claim(store)
+    [waiting] = await submit(store)
+    current = await row_of(store, c["job_id"])
+    async with store.listen(["done", "events"]) as notifications:
+        applied, claimed = await finish_and_claim(store, [finish(c, current)])
+        assert applied == {c["job_id"]} and [x["job_id"] for x in claimed] == [waiting["job_id"]]
+        await _expect(notifications, "done", str(c["job_id"]))
+        await _expect(notifications, "events", str(waiting["job_id"]))

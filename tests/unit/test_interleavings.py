@@ -77,7 +77,8 @@ ALLOWED_MOVES = {
     ("active", "active"),  # a cancel request on a running job
 }
 ACK_STATEMENTS = [
-    "apply_transitions", "claim_jobs", "renew_leases", "request_cancel", "cancel_queued", "release_unstarted",
+    "apply_transitions", "apply_transitions_and_claim", "claim_jobs", "renew_leases", "request_cancel",
+    "cancel_queued", "release_unstarted",
 ]  # fmt: skip
 
 
@@ -136,11 +137,22 @@ class Node:
     """A worker as ``Orchestrator.running()`` assembles it: a writer, a
     supervisor of job actors, a dispatcher; stopped by draining."""
 
-    def __init__(self, name: str, store: MemoryStore, registry: Registry, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        name: str,
+        store: MemoryStore,
+        registry: Registry,
+        clock: Callable[[], datetime],
+        *,
+        concurrency: int = CONCURRENCY,
+        queue_limits: dict[str, int] | None = None,
+    ) -> None:
         self.name = name
         self.store = store
         self.registry = registry
         self.clock = clock
+        self.concurrency = concurrency
+        self.queue_limits = queue_limits or {"default": concurrency}
         self.dispatcher: Dispatcher | None = None
         self._stop = trio.Event()
         self.stopped = trio.Event()
@@ -154,7 +166,7 @@ class Node:
                     async with open_supervisor("jobs", intensity=10, period=1.0) as supervisor:
                         dispatcher = Dispatcher(
                             store=self.store, registry=self.registry, writer=writer, supervisor=supervisor,
-                            node_id=self.name, concurrency=CONCURRENCY, queue_limits={"default": CONCURRENCY},
+                            node_id=self.name, concurrency=self.concurrency, queue_limits=self.queue_limits,
                             poll_interval=1.0, lease_seconds=LEASE, clock=self.clock,
                             on_job_exit=lambda job_id, state: None,
                         )  # fmt: skip
