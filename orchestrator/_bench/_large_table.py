@@ -73,8 +73,8 @@ async def claim_latency(
     """Time ``claims`` claims of ``s.concurrency`` jobs on both tables; the figures (ms)."""
     slots = s.concurrency
     needed = (WARMUP + claims) * slots
-    if backlog < needed:
-        raise ValueError(f"--backlog {backlog} is fewer than the {needed} rows {claims} claims (+{WARMUP}) of {slots} take")
+    if backlog < needed:  # the command line refuses this first (check_scale_options)
+        raise ValueError(f"a backlog of {backlog} is fewer than the {needed} rows {claims} claims (+{WARMUP}) of {slots} take")
     async with fresh_database(url, "orchestrator_claim") as empty_url, fresh_database(url, "orchestrator_claim") as large_url:
         for db_url in (empty_url, large_url):
             async with build(db_url, schema=s.schema).running(work=False):
