@@ -9,6 +9,7 @@ scheduler unless it has to wait.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final, final
 
 import outcome
@@ -194,6 +195,23 @@ class Mailbox:
             self._getter = None
             reschedule(getter)
 
+    def park(self) -> Callable[[Any], Abort]:
+        """Register the receiving task to be woken by the next item or by :meth:`close`.
+
+        For a receiver that waits on an empty mailbox itself, without the
+        coroutine of :meth:`get`: ``await wait_task_rescheduled(mailbox.park())``,
+        then look again. The abort function returned unregisters it.
+
+        Raises:
+            ActorDead: The mailbox is closed.
+        """
+        if self._closed:
+            raise ActorDead(self.name)
+        # A receiver that had to wait has yielded: its run of items starts over.
+        self._streak = 0
+        self._getter = current_task()
+        return self._abort_get
+
     async def get(self) -> object:
         """Wait for and remove the oldest item (only the actor's task calls this)."""
         items = self._items
@@ -205,10 +223,7 @@ class Mailbox:
             if items:
                 await checkpoint()
             while not items:
-                if self._closed:
-                    raise ActorDead(self.name)
-                self._getter = current_task()
-                await wait_task_rescheduled(self._abort_get)
+                await wait_task_rescheduled(self.park())
         item = items.popleft()
         putters = self._putters
         if putters:

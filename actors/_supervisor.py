@@ -12,6 +12,7 @@ from typing import Any, TypeVar, final
 import trio
 
 from ._actor import Actor, Starting, run_actor
+from ._burst import SpawnBurst
 from ._errors import ActorDead, MailboxFull, SupervisorEscalation
 from ._mailbox import STOP, Mailbox
 from ._ref import ActorRef
@@ -56,6 +57,7 @@ class Supervisor:
         # short-lived actors do not pile up here.
         self._children: dict[ActorRef[Any], None] = {}
         self._closing = False
+        self._burst = SpawnBurst()
 
     @property
     def children(self) -> list[ActorRef[Any]]:
@@ -142,6 +144,7 @@ class Supervisor:
         # One plain task per actor, straight in the supervisor's nursery: no
         # `nursery.start` and its temporary nursery, no wrapper task.
         self._nursery.start_soon(self._supervise, factory, first, ref, mailbox, restart, starting)
+        self._burst.spawned()
         # Registered now, so that it is among `children` (and gets a stop at
         # shutdown) even before its task first runs.
         self._children[ref] = None
@@ -158,6 +161,7 @@ class Supervisor:
         restart: Restart,
         starting: Starting | None,
     ) -> None:
+        self._burst.started()
         crash: Exception | None = None
         try:
             while True:

@@ -17,7 +17,7 @@ import trio
 
 from .._errors import DatabaseUnavailable
 from ._options import add_arguments as add_arguments
-from ._options import build_parser
+from ._options import build_parser, check_scale_options
 from ._peers import PeersUnavailable
 from ._ours import Settings, nan_to_none, run_ours
 from ._render import Progress, comparison_table
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        check_scale_options(parser, args)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     return run(args)

@@ -192,6 +192,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="show what runs now on stderr (default: when stderr is a terminal)")  # fmt: skip
 
 
+def check_scale_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse scale options that cannot go together (exit 2, one line), before anything runs."""
+    from ._large_table import WARMUP
+
+    if not (args.scale or args.scale_only):
+        return
+    needed = (args.claims + WARMUP) * args.concurrency
+    if args.backlog < needed:
+        parser.error(
+            f"--backlog {args.backlog} is fewer than the {needed} queued rows that --claims {args.claims} "
+            f"(+{WARMUP} warm-up) claims of --concurrency {args.concurrency} take"
+        )
+
+
 def _concurrency_list(text: str) -> tuple[int, ...]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:

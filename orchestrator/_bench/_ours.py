@@ -207,10 +207,11 @@ async def enqueue_phases(
     return out, ids
 
 
-async def _wait_listening(db: BenchDb, running: Workers, timeout: float = 10.0) -> bool:
+async def wait_listening(db: BenchDb, check_alive: Callable[[], None], timeout: float = 10.0) -> bool:
+    """Whether a worker LISTENs on ``db``'s database within ``timeout`` (``check_alive`` raises if it died)."""
     with trio.move_on_after(timeout):
         while int(await db.fetchval("listening_backends")) < 1:
-            running.check_alive()
+            check_alive()
             await trio.sleep(0.05)
         return True
     return False
@@ -231,7 +232,7 @@ async def latency_phases(url: str, db: BenchDb, s: Settings, progress: Progress)
     calls: list[float] = []
     cancels: list[tuple[uuid.UUID, float, float, float]] = []
     async with open_workers(url, db, s) as running:
-        listening = await _wait_listening(db, running) if s.worker == "daemon" else True
+        listening = await wait_listening(db, running.check_alive) if s.worker == "daemon" else True
         await trio.sleep(0.5)
         producer = build(url, schema=s.schema)
         async with producer.running(work=False, migrate=False):

@@ -1,8 +1,9 @@
 """Scale figures (``orchestrator bench --scale``), for docs/performance.md.
 
-Implemented: processing at several concurrencies, two daemons against one,
-idle actors and ``tell`` throughput in the actor runtime alone. Not yet: the
-RSS of a daemon holding sleeping jobs, claim latency on a large table.
+Processing at several concurrencies, two daemons against one, idle actors
+and ``tell`` throughput in the actor runtime alone, the RSS of a daemon
+holding sleeping jobs (``_sleepers``), claim latency on a large table
+against an empty one (``_large_table``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import trio
 
 from ._app import build
 from ._db import open_bench_db
+from ._large_table import claim_latency
 from ._ours import OWNER, Settings, fresh_database, process
 from ._render import Progress, format_number, render_table
+from ._sleepers import sleeping_daemon
 
 TELLS_TARGET = 300_000
 ACTORS_MEMORY_TARGET = 1 << 30
 ACTORS_TIME_TARGET = 3.0
+CLAIM_RATIO_TARGET = 2.0
 
 
 def actor_probe(what: str, n: int) -> dict[str, Any]:
@@ -71,6 +75,12 @@ async def run_scale(url: str, s: Settings, args: argparse.Namespace, progress: P
     out["idle_actors"] = await trio.to_thread.run_sync(actor_probe, "spawn", args.actors)
     progress.section(f"scale: {args.tells} tells")
     out["tell"] = await trio.to_thread.run_sync(actor_probe, "tell", args.tells)
+    progress.section(f"scale: a daemon holding {args.sleepers} sleeping jobs")
+    out["sleepers"] = await sleeping_daemon(url, s, args.sleepers, progress)
+    progress.section(f"scale: claims with {args.history:,} terminal and {args.backlog:,} queued rows")
+    out["large_table"] = await claim_latency(
+        url, s, history=args.history, backlog=args.backlog, claims=args.claims, progress=progress
+    )
     return out
 
 
@@ -91,4 +101,27 @@ def render_scale(scale: dict[str, Any]) -> str:
                  f"target <= {ACTORS_MEMORY_TARGET / 2**20:,.0f} MiB ({format_number(actors['rss_bytes_per_actor'])} B/actor)"])  # fmt: skip
     tell = scale["tell"]
     rows.append(["tell, messages/s", format_number(tell["tells_per_s"]), f"target >= {TELLS_TARGET:,}"])
+    sleepers = scale["sleepers"]
+    rows.append([f"daemon holding {sleepers['jobs']:,} sleeping jobs: RSS, MiB",
+                 format_number(sleepers["holding_rss_bytes"] / 2**20),
+                 f"idle {format_number(sleepers['idle_rss_bytes'] / 2**20)} MiB, "
+                 f"{format_number(sleepers['growth_bytes_per_job'] / 1024, 1)} KiB/job"])  # fmt: skip
+    rows.extend(_large_table_rows(scale["large_table"]))
     return "scale figures\n" + render_table(["figure", "value", "note"], rows)
+
+
+def _large_table_rows(large: dict[str, Any]) -> list[list[str]]:
+    empty, full = large["claim"]["empty"], large["claim"]["large"]
+    label = f"{large['history']:,} terminal + {large['backlog']:,} queued rows"
+    rows = [
+        [f"claim of {large['slots']}, empty table: p50 / p99, ms",
+         f"{format_number(empty['p50_ms'], 2)} / {format_number(empty['p99_ms'], 2)}",
+         f"{large['claims']} claims, alternated with the large table's"],
+        [f"claim of {large['slots']}, {label}: p50 / p99, ms",
+         f"{format_number(full['p50_ms'], 2)} / {format_number(full['p99_ms'], 2)}",
+         f"p50 {large['claim_p50_ratio']:.2f}x the empty table's (target <= {CLAIM_RATIO_TARGET:g}x)"],
+    ]  # fmt: skip
+    for statement, times in large["others"].items():
+        rows.append([f"{statement} on the large table, p50 ms", format_number(times["large"], 1),
+                     f"empty table {format_number(times['empty'], 1)} ms"])  # fmt: skip
+    return rows

@@ -79,3 +79,13 @@ SELECT count(*) FROM job_status WHERE status = 'queued';
 
 -- name: own_pid
 SELECT pg_backend_pid();
+
+-- name: finish_claimed
+-- The jobs a timed claim took ($1) complete, as a worker would finish them,
+-- so that the claim index and the history see the churn of a live queue.
+UPDATE job_status SET status = 'completed', progress = 1, result = 'null'::jsonb,
+       completed_at = greatest(clock_timestamp(), started_at + interval '1 microsecond')
+WHERE job_id = ANY($1::uuid[]) AND status = 'active';
+
+-- name: table_rows
+SELECT count(*) FROM job_status;

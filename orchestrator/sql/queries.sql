@@ -742,8 +742,21 @@ WITH mine AS (
 counted AS (
     SELECT COALESCE(jsonb_agg(jsonb_build_object('queue', queue, 'state', status, 'jobs', jobs)), '[]'::jsonb) AS depths
     FROM (
-        SELECT queue, status, count(*) AS jobs FROM job_status
-        WHERE status IN ('queued', 'active') AND EXISTS (SELECT 1 FROM mine)
+        SELECT queue, status, count(*) AS jobs FROM (
+            -- Live jobs only, through the partial indexes that hold nothing
+            -- else, so the count costs the live rows, however much history
+            -- the table keeps (a plain WHERE status IN (...) is a scan of the
+            -- whole table): the unleased queued ones from the claim index
+            -- alone (the status is its predicate, so none is read from the
+            -- rows), the leased ones (active, or queued and being released)
+            -- through the lease index.
+            SELECT queue, 'queued'::job_state AS status FROM job_status
+            WHERE status = 'queued' AND lease_token IS NULL
+            UNION ALL
+            SELECT queue, status FROM job_status
+            WHERE status IN ('queued', 'active') AND lease_token IS NOT NULL
+        ) live
+        WHERE EXISTS (SELECT 1 FROM mine)
         GROUP BY queue, status
     ) c
 ),

@@ -3,17 +3,23 @@ statement, database errors and reconnects, one registry per orchestrator."""
 
 from __future__ import annotations
 
+import json
 import urllib.parse
+from typing import Any
 
 import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator._metrics import Metrics
+from orchestrator._queries import query
 from orchestrator._store import open_store
 from tests.integration.helpers import ALICE, make_orchestrator
 from tests.integration.http_helpers import serving
 from tests.pg import fetch
+
+#: The partial indexes of live jobs only (migrations 0001 and 0002).
+LIVE_INDEXES = {"job_status_claim_idx", "job_status_lease_node_idx", "job_status_lease_expiry_idx"}
 
 
 def value(text: str, name: str, **labels: str) -> float:
@@ -102,3 +108,49 @@ async def test_database_errors_and_reconnects_are_counted(database_url: str, pg_
     assert value(text, "orchestrator_database_errors_total", statement="ping", error="unavailable") >= 1
     assert value(text, "orchestrator_database_reconnects_total", connection="pool") >= 1
 
+
+
+def _with_settings(url: str, **settings: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query) + list(settings.items())
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def _job_status_reads(plan: dict[str, Any]) -> list[str]:
+    """How an EXPLAIN (FORMAT JSON) plan reads job_status: each index used, or "Seq Scan"."""
+    found = []
+    if plan.get("Relation Name") == "job_status" and plan["Node Type"] == "Seq Scan":
+        found.append("Seq Scan")
+    if plan.get("Index Name", "").startswith("job_status"):  # bitmap index scans name no relation
+        found.append(plan["Index Name"])
+    for child in plan.get("Plans", []):
+        found.extend(_job_status_reads(child))
+    return found
+
+
+async def test_the_queue_depth_counts_every_live_job_through_the_live_rows_indexes(database_url: str) -> None:
+    producer = make_orchestrator(database_url, metrics_interval=None)
+    async with producer.running(work=False):
+        jobs = [await producer.submit("double", {"w": 1}, owner=ALICE, delay=3600) for _ in range(5)]
+    ids = [j.id for j in jobs]
+    lease = "lease_token = nextval('orchestrator.lease_token_seq'), lease_node = 'n', lease_expires_at = now() + interval '1 hour'"
+    await fetch(database_url, f"UPDATE orchestrator.job_status SET status = 'active', started_at = created_at, {lease} "
+                "WHERE job_id = ANY($1::uuid[])", ids[:2])  # fmt: skip
+    await fetch(database_url, f"UPDATE orchestrator.job_status SET queue = 'slow', {lease} WHERE job_id = $1", ids[2])
+    await fetch(database_url, "UPDATE orchestrator.job_status SET status = 'completed', started_at = created_at, "
+                "completed_at = created_at WHERE job_id = $1", ids[3])  # fmt: skip
+    metrics = Metrics()
+    async with open_store(database_url, metrics=metrics) as store:
+        assert await metrics.refresh_queue_depth(store, 0.000001)
+    text = metrics.scrape().decode()
+    assert value(text, "orchestrator_queue_depth", queue="default", state="active") == 2
+    assert value(text, "orchestrator_queue_depth", queue="default", state="queued") == 1
+    assert value(text, "orchestrator_queue_depth", queue="slow", state="queued") == 1
+    assert value(text, "orchestrator_queue_depth", state="completed") == 0
+    # Where it can, the planner reads the table only through indexes that hold
+    # live rows alone: never the whole table, nor an index of every row.
+    explain = _with_settings(database_url, search_path="orchestrator", enable_seqscan="off")
+    [row] = await fetch(explain, "EXPLAIN (FORMAT JSON) " + query("queue_depth"), 0.0)
+    plan = json.loads(row[0])[0]["Plan"]
+    reads = _job_status_reads(plan)
+    assert reads and set(reads) <= LIVE_INDEXES, reads

@@ -52,6 +52,21 @@ def test_bad_option_values_exit_2_with_one_line(argv: list[str], capsys: pytest.
     assert len(err) == 1 and err[0].startswith("orchestrator bench: error:")
 
 
+def test_a_backlog_smaller_than_the_claims_take_exits_2_before_running(capsys: pytest.CaptureFixture[str]) -> None:
+    # No database named: had it started, it would have tried to reach one.
+    argv = ["--scale-only", "--backlog", "100", "--claims", "10", "--concurrency", "10",
+            "--database-url", "postgresql://u@127.0.0.1:1/x"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "orchestrator bench: error: --backlog 100 is fewer than the 150 queued rows that --claims 10 "
+        "(+5 warm-up) claims of --concurrency 10 take"
+    ]
+    # Enough rows, or no scale figures asked for: it goes on (to the unreachable database).
+    assert main([*argv, "--backlog", "150"]) == 6
+    assert main(["--backlog", "1", "--database-url", "postgresql://u@127.0.0.1:1/x", "-n", "1"]) == 6
+
+
 def test_help_names_units_for_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out

@@ -166,3 +166,54 @@ async def test_cancelling_an_awaited_spawn_during_on_start_kills_the_actor(
         assert sup.children == []
         assert trio.current_time() == 1
     assert events == ["on_start left"]
+
+
+def _suspended_in(task: trio.lowlevel.Task) -> list[str]:
+    """The names of the coroutines ``task`` is suspended in, outermost first."""
+    names = []
+    frame: Any = task.coro
+    while frame is not None and hasattr(frame, "cr_code"):
+        names.append(frame.cr_code.co_name)
+        frame = frame.cr_await
+    return names
+
+
+@pytest.mark.parametrize("own_nursery", [True, False])
+async def test_an_idle_actor_waits_in_few_coroutines_and_still_wakes(
+    own_nursery: bool, autojump_clock: MockClock, watchdog: None
+) -> None:
+    class Idle(Actor[Any]):
+        uses_nursery = own_nursery
+
+        async def receive(self, message: Any) -> Any:
+            return message
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn_soon(Idle, name="idle")
+        await trio.testing.wait_all_tasks_blocked()
+        [task] = sup._nursery.child_tasks
+        # Each coroutine an idle actor sits in is kept 100,000 times over.
+        outer = ["_supervise", "_live_in_nursery"] if own_nursery else ["_supervise"]
+        assert _suspended_in(task) == [*outer, "_live", "wait_task_rescheduled"]
+        assert await ref.ask("wake") == "wake"
+        ref.tell_nowait("again")
+        assert await ref.ask("and again") == "and again"
+        await trio.testing.wait_all_tasks_blocked()
+        assert _suspended_in(task) == [*outer, "_live", "wait_task_rescheduled"]
+
+
+async def test_an_idle_actor_whose_mailbox_closes_is_dead(autojump_clock: MockClock, watchdog: None) -> None:
+    class Idle(Actor[Any]):
+        async def receive(self, message: Any) -> Any:
+            return message
+
+    async with open_supervisor() as sup:
+        ref = sup.spawn_soon(Idle, name="idle")
+        await trio.testing.wait_all_tasks_blocked()
+        ref._mailbox.close()  # as if it died: the parked receiver is woken with ActorDead
+        await ref.wait_stopped()
+        assert not ref.is_alive and sup.children == []
+        with pytest.raises(ActorDead):
+            ref._mailbox.park()
+        with pytest.raises(ActorDead):
+            await ref.ask("anyone?")
