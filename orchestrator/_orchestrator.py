@@ -714,6 +714,7 @@ class Orchestrator:
             clock=self.clock,
             wait_terminal=lambda j: self.wait(j, by=by),
             deliver_locally=self._dispatcher.deliver_cancel if self._dispatcher is not None else None,
+            cancelled_queued=lambda row: self.metrics.moved([row], "cancelled"),
         )
         self._waiters.notify(jid)
         return outcome

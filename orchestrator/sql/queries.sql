@@ -257,7 +257,7 @@ rescued AS (
         lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM decided d
     WHERE j.job_id = d.job_id
-    RETURNING j.job_id, d.outcome, j.rescued_from
+    RETURNING j.job_id, d.outcome, j.rescued_from, j.kind, j.queue
 ),
 announced AS (
     SELECT announce_jobs(array_agg(job_id) FILTER (WHERE outcome IN ('cancelled', 'failed', 'invalid')),
@@ -291,7 +291,7 @@ failed AS (
         lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM bad
     WHERE j.job_id = bad.job_id
-    RETURNING j.job_id, bad.problem
+    RETURNING j.job_id, bad.problem, j.kind, j.queue
 ),
 announced AS (SELECT announce_jobs(array_agg(job_id), array_agg(job_id)) FROM failed)
 SELECT f.* FROM failed f CROSS JOIN announced;
