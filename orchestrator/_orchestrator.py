@@ -41,6 +41,7 @@ from ._metrics import QUEUE_DEPTH_INTERVAL, Metrics
 from ._migrations import load_migrations
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
 from ._periodic import DEFAULT_GRACE_SECONDS, PeriodicSchedules, Schedule, check_schedule_options
+from ._schedule_listing import ScheduleInfo, read_schedules
 from ._store import (
     CANCEL_CHANNEL,
     DONE_CHANNEL,
@@ -672,6 +673,13 @@ class Orchestrator:
             JobNotFound: no such job in ``by``'s organisation.
         """
         return await explain_job(self._require_store(), parse_job_id(job_id), by)
+
+    async def list_schedules(self) -> builtins.list[ScheduleInfo]:
+        """Every periodic schedule of the schema, by name, as the database
+        holds them (registered by whichever daemons run them), each with its
+        last period and the next one due. Cluster-wide: not a principal's
+        view, like :meth:`prune`."""
+        return await read_schedules(self._require_store())
 
     async def prune(
         self,

@@ -287,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     prune.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
 
+    command(
+        "schedules",
+        "list the periodic schedules the daemons registered: kind, cron, time zone, missed policy, the last "
+        "period reached and the next one due (by the database's clock)",
+        [output],
+    )
+
     config = command("config", "the effective configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_show = config_commands.add_parser(

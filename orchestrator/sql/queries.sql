@@ -656,3 +656,12 @@ stored AS (
 SELECT depths, true AS refreshed FROM stored
 UNION ALL
 SELECT depths, false AS refreshed FROM queue_depth WHERE NOT EXISTS (SELECT 1 FROM stored);
+
+-- name: list_schedules
+-- Every periodic schedule of the schema, for `orchestrator schedules` and
+-- GET /api/schedules, with the database's clock: the next period is worked
+-- out from it, so nodes whose clocks disagree list the same thing.
+SELECT name, kind, cron, timezone, missed, last_period, created_at, updated_at,
+       clock_timestamp() AS checked_at
+FROM periodic_schedules
+ORDER BY name;

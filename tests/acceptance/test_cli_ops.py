@@ -171,3 +171,34 @@ async def test_prune_uses_the_configured_retention(database_url: str, tmp_path: 
     assert await all_ids(database_url) == young and old
     bad = await cli(database_url, "prune", ORCHESTRATOR_RETENTION_FAILED="-1d")
     assert bad.code == 2 and "bad retention_failed (from ORCHESTRATOR_RETENTION_FAILED)" in one_error_line(bad), bad
+
+
+async def test_schedules_lists_them_as_a_table_and_as_json(database_url: str) -> None:
+    from tests.pg import fetch
+
+    empty = await cli(database_url, "schedules")
+    assert empty.code == 0 and empty.out.strip() == "no periodic schedules (a daemon registers each one it runs)", empty
+    await fetch(
+        database_url,
+        "INSERT INTO orchestrator.periodic_schedules (name, kind, cron, timezone, missed, last_period) VALUES"
+        " ('cleanup', 'resize', '*/5 * * * *', 'UTC', 'enqueue_once', '2024-01-01 10:00+00'),"
+        " ('morning', 'resize', '0 9 * * 1-5', 'Europe/Paris', 'skip', '2024-01-01 08:00+00'),"
+        " ('broken', 'resize', 'soon', 'UTC', 'skip', NULL)",
+    )
+    table = await cli(database_url, "schedules")
+    as_json = await cli(database_url, "schedules", "--json")
+    assert table.code == 0 and as_json.code == 0, (table, as_json)
+    header, *lines = table.out.strip().splitlines()
+    assert header.split() == ["NAME", "KIND", "CRON", "TIMEZONE", "MISSED", "LAST", "PERIOD", "NEXT", "PERIOD", "DUE"]
+    assert [line.split()[0] for line in lines] == ["broken", "cleanup", "morning"]
+    assert "2024-01-01T10:00:00+00:00  2024-01-01T10:05:00+00:00  overdue by" in lines[1]
+    assert "Europe/Paris" in lines[2] and "2024-01-02T08:00:00+00:00" in lines[2]
+    assert "unknown (cron:" in lines[0]
+    data = {s["name"]: s for s in as_json.json()}
+    assert data["morning"]["missed"] == "skip" and data["morning"]["next_period"] == "2024-01-02T08:00:00Z"
+    assert data["cleanup"]["due_in_seconds"] < 0 and data["broken"]["next_period"] is None
+
+
+async def test_schedules_with_a_bad_database_url_exits_2() -> None:
+    result = await cli("http://db.example/x", "schedules")
+    assert result.code == 2 and "database_url" in one_error_line(result), result
