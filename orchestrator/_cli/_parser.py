@@ -114,7 +114,8 @@ _SETTING_FLAGS = (
      "(default: 1s)"),
     ("lease_seconds", "DURATION", "how long a claim holds without a heartbeat (one every third of it) "
      "before a live node rescues the job (default: 30s)"),
-    ("pool_size", "N", "PostgreSQL connections of this process, 1 to 100 (default: 4)"),
+    ("pool_size", "N", "PostgreSQL connections of this process, 1 to 100 (default: 4; a prune round opens "
+     "one more for its duration)"),
     ("max_payload_bytes", "BYTES", "largest payload submit accepts, as JSON (default: 1 MiB)"),
     ("max_payload_depth", "N", "deepest nesting of a payload submit accepts (default: 64)"),
     ("retention_completed", "DURATION", "age after which completed jobs are pruned, or 'never' (default: 7d)"),
