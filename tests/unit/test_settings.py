@@ -234,3 +234,10 @@ def test_a_bad_file_is_refused_naming_it(tmp_path: Path, text: str, complaint: s
 def test_a_missing_file_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(InvalidSetting, match="cannot read the file"):
         resolve_settings(environ={}, config=tmp_path / "absent.toml")
+
+
+def test_no_work_is_named_as_given() -> None:
+    resolved = resolve_settings(flags={"work": False}, environ={"ORCHESTRATOR_WORK": "true"})
+    assert resolved.settings.work is False and resolved.sources["work"].name == "--no-work"
+    resolved = resolve_settings(flags={"work": True}, environ={"ORCHESTRATOR_WORK": "false"})
+    assert resolved.settings.work is True and resolved.sources["work"].name == "--work"
