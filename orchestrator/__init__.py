@@ -26,6 +26,7 @@ from ._models import Owner as Owner
 from ._models import Principal as Principal
 from ._orchestrator import NotRunning as NotRunning
 from ._periodic import Schedule as Schedule
+from ._schedule_listing import ScheduleInfo as ScheduleInfo
 from ._orchestrator import Orchestrator as Orchestrator
 
 __version__ = "0.1.0"

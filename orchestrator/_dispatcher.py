@@ -402,12 +402,15 @@ class Dispatcher:
         return []
 
     async def _release_unstarted(self, rows: list[Row]) -> None:
+        # The claim made them active; giving them back makes them queued.
+        self.summary.moved(rows, "active")
         try:
-            await retry_unavailable(
+            released = await retry_unavailable(
                 "releasing unstarted jobs",
                 self._store.release_unstarted,
                 [(r["job_id"], r["lease_token"], r["previous_started_at"]) for r in rows],
             )
+            self.summary.moved([r for r in rows if r["job_id"] in released], "queued")
         except StoreError as exc:
             # Left leased: the rescuer deals with them when the lease ends.
             self._log_store_error("releasing unstarted jobs", exc)
@@ -432,6 +435,7 @@ class Dispatcher:
         stopping the dispatcher, so one bad row never stops everyone's work.
         """
         unusable: list[tuple[uuid.UUID, int, str]] = []
+        unusable_rows: list[Row] = []
         started: list[ClaimedJob] = []
         for row in rows:
             try:
@@ -444,10 +448,14 @@ class Dispatcher:
                 reason = f"this job cannot be run: {type(exc).__name__}: {str(exc)[:300]}"
                 logger.error("job %s: %s; failing it", row["job_id"], reason)
                 unusable.append((row["job_id"], row["lease_token"], reason))
+                unusable_rows.append(row)
         self.summary.claimed_jobs(len(rows), started)
         if unusable:
+            # The claim made them active too, though no actor runs them.
+            self.summary.moved(unusable_rows, "active")
             try:
-                await retry_unavailable("failing unusable jobs", self._store.fail_unusable, unusable)
+                failed = await retry_unavailable("failing unusable jobs", self._store.fail_unusable, unusable)
+                self.summary.moved([r for r in unusable_rows if r["job_id"] in failed], "failed")
             except StoreError as exc:
                 # Left leased: the rescuer deals with them when the lease ends.
                 self._log_store_error("failing unusable jobs", exc)
@@ -467,6 +475,7 @@ class Dispatcher:
                 return failed
             for row in rows:
                 logger.error("job %s is malformed and was failed: %s", row["job_id"], row["problem"])
+            self.summary.moved(rows, "failed")
             failed += len(rows)
             if len(rows) < batch:
                 return failed

@@ -627,7 +627,9 @@ class MemoryStore:
                 staged.error = {"type": "LeaseExpired", "message": f"node {job.lease_node} stopped renewing its lease"}
             staged.rescued_from = job.lease_node
             staged.lease_node = staged.lease_token = staged.lease_expires_at = None
-            rows.append({"job_id": job.job_id, "outcome": outcome, "rescued_from": job.lease_node})
+            rows.append(
+                {"job_id": job.job_id, "outcome": outcome, "rescued_from": job.lease_node, "kind": job.kind, "queue": job.queue}
+            )
         self._commit(statement)
         await self._answer()
         return rows

@@ -10,10 +10,13 @@ user or organisation.
 Where the figures come from:
 
 - the worker's :class:`~orchestrator._summary.Summary` (claims, attempts
-  ending, rescues, lease losses): counters and the run-time and queue-wait
+  ending, rescues, lease losses, and the jobs the dispatcher moves with
+  statements of its own: unusable and malformed rows failed, unstarted
+  claims given back): counters and the run-time and queue-wait
   histograms. Per job that costs one dict lookup of a cached
   :class:`_JobSeries` (the ``labels()`` children of its kind and queue) and
   an increment or two.
+- ``Orchestrator.cancel``: queued jobs cancelled by one statement.
 - the store's ``_run``: statement latency and database errors, by
   statement name; reconnects.
 - the writer: rows per batch.
@@ -33,7 +36,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from ._errors import OrchestratorError
+from ._errors import InvalidInput, OrchestratorError
+from ._validation import check_name
 
 if TYPE_CHECKING:
     from ._claimed import ClaimedJob
@@ -57,6 +61,19 @@ _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500)
 _ENDED_STATE = {
     "completed": "completed", "failed": "failed", "cancelled": "cancelled", "retried": "queued", "released": "queued",
 }  # fmt: skip
+#: The state a rescue leaves a job in, by its outcome (``queued``: a job
+#: claimed but never started only loses its lease, which moves nothing).
+_RESCUED_STATE = {"retry": "queued", "cancelled": "cancelled", "failed": "failed", "invalid": "failed"}
+#: The label of a kind or queue that is not a valid name (a malformed row
+#: written before migration 0004): such text never reaches a label.
+INVALID_LABEL = "(invalid)"
+
+
+def _label(value: Any) -> str:
+    try:
+        return check_name("label", value)
+    except InvalidInput:
+        return INVALID_LABEL
 
 
 class _JobSeries:
@@ -151,9 +168,21 @@ class Metrics:
         if event == "retried":
             series.retries.inc()
 
+    def moved(self, rows: Iterable[Row], state: str) -> None:
+        """Jobs moved to ``state`` by a statement outside the writer (a
+        cancel of a queued job, a row failed as unusable or malformed, an
+        unstarted claim given back); each row has the job's kind and queue."""
+        for row in rows:
+            self.series(_label(row["kind"]), _label(row["queue"])).transitions[state].inc()
+
     def rescued(self, rows: Sequence[Row]) -> None:
+        """Jobs of dead nodes this node moved on (each row has its
+        ``outcome``, kind and queue)."""
         for row in rows:
             self.rescues.labels(row["outcome"]).inc()
+            state = _RESCUED_STATE.get(row["outcome"])
+            if state is not None:
+                self.series(_label(row["kind"]), _label(row["queue"])).transitions[state].inc()
 
     def statement(self, name: str, seconds: float) -> None:
         child = self._statements.get(name)

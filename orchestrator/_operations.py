@@ -20,6 +20,7 @@ from ._lifecycle import Applied, Cancel, JobState, transition
 from ._models import CancelOutcome, JobRecord, Principal
 from ._port import ProducerPort as JobStore
 from ._tracing import Tracing, submitting
+from ._port import Row
 from ._validation import (
     PayloadLimits,
     check_list_limit,
@@ -187,10 +188,12 @@ async def cancel_job(
     clock: Callable[[], datetime],
     wait_terminal: Callable[[uuid.UUID], Awaitable[JobRecord]],
     deliver_locally: Callable[[uuid.UUID], object] | None = None,
+    cancelled_queued: Callable[[Row], object] | None = None,
 ) -> CancelOutcome:
     """Cancel a queued or running job; return once it is terminal.
 
-    A queued job is cancelled by one guarded update. A running one gets a
+    A queued job is cancelled by one guarded update (``cancelled_queued``
+    is then called with its row: the caller's metrics count it). A running one gets a
     durable cancel request (announced to every node); the node running it
     cancels the handler and persists ``cancelled``, unless the job ended
     first, which the outcome then says.
@@ -208,6 +211,8 @@ async def cancel_job(
                 job_id, started_at=record.started_at, completed_at=decision.after.completed_at, by=by.user_id
             )
             if cancelled is not None:
+                if cancelled_queued is not None:
+                    cancelled_queued(cancelled)
                 return CancelOutcome(job_id=job_id, cancelled=True, state=JobState.CANCELLED)
             continue
         if await store.request_cancel(job_id, by=by.user_id):

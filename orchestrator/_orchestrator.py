@@ -42,6 +42,7 @@ from ._migrations import load_migrations
 from ._models import CancelOutcome, JobRecord, Principal, parse_job_id
 from ._tracing import Tracing, load_tracing
 from ._periodic import DEFAULT_GRACE_SECONDS, PeriodicSchedules, Schedule, check_schedule_options
+from ._schedule_listing import ScheduleInfo, read_schedules
 from ._store import (
     CANCEL_CHANNEL,
     DONE_CHANNEL,
@@ -701,6 +702,13 @@ class Orchestrator:
         """
         return await explain_job(self._require_store(), parse_job_id(job_id), by)
 
+    async def list_schedules(self) -> builtins.list[ScheduleInfo]:
+        """Every periodic schedule of the schema, by name, as the database
+        holds them (registered by whichever daemons run them), each with its
+        last period and the next one due. Cluster-wide: not a principal's
+        view, like :meth:`prune`."""
+        return await read_schedules(self._require_store())
+
     async def prune(
         self,
         *,
@@ -742,6 +750,7 @@ class Orchestrator:
             clock=self.clock,
             wait_terminal=lambda j: self.wait(j, by=by),
             deliver_locally=self._dispatcher.deliver_cancel if self._dispatcher is not None else None,
+            cancelled_queued=lambda row: self.metrics.moved([row], "cancelled"),
         )
         self._waiters.notify(jid)
         return outcome

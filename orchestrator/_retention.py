@@ -2,10 +2,13 @@
 
 Deletes go in bounded batches (one short statement each, oldest first, on
 the retention index of migration 0009), so no transaction stays open and
-no claim waits; a transaction-level advisory lock in each statement lets
-one process prune a schema at a time (another one skips its round). A
-worker prunes every ``prune_interval`` seconds; ``orchestrator prune`` does
-it by hand.
+no claim waits. A round holds a session-level advisory lock from its first
+batch to its last, on the one connection its batches run on: one process
+prunes a schema at a time, and another one that finds the lock taken skips
+its round. (A lock per batch statement would let a second daemon take over
+between two batches of the first, and the two rounds interleave.) A worker
+prunes every ``prune_interval`` seconds; ``orchestrator prune`` does it by
+hand.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -133,7 +137,7 @@ class PruneResult(BaseModel):
     counts: dict[str, int]
     ages: dict[str, float]
     dry_run: bool = False
-    #: Another process held the prune lock: this round deleted nothing more.
+    #: Another process held the prune lock: this round deleted nothing.
     skipped: bool = False
 
     @property
@@ -141,10 +145,17 @@ class PruneResult(BaseModel):
         return sum(self.counts.values())
 
 
-class PruneStore(Protocol):
+class Statements(Protocol):
     async def fetch(self, name: str, *args: Any) -> list[Mapping[str, Any]]: ...
 
-    async def fetchrow(self, name: str, *args: Any) -> Mapping[str, Any] | None: ...
+    async def fetchval(self, name: str, *args: Any) -> Any: ...
+
+
+class PruneStore(Statements, Protocol):
+    def pinned(self) -> AbstractAsyncContextManager[Statements]:
+        """One connection for a round's statements, closed if the round
+        fails (see :meth:`orchestrator._store.Store.pinned`)."""
+        ...
 
 
 async def prune(
@@ -152,8 +163,11 @@ async def prune(
 ) -> PruneResult:
     """Delete (or with ``dry_run`` count) finished jobs older than ``ages[state]`` seconds.
 
-    Each statement deletes at most ``batch`` rows under the prune lock; when
-    another process holds it, the round stops with ``skipped=True``.
+    The round takes the prune lock first and holds it to its end, on the
+    connection every batch runs on; each statement deletes at most
+    ``batch`` rows. When another process holds the lock, the round deletes
+    nothing and says ``skipped=True``. A round that fails or is cancelled
+    closes its connection, which releases the lock.
 
     Raises:
         InvalidInput: a state, an age or the batch size is not allowed.
@@ -164,17 +178,18 @@ async def prune(
         rows = await store.fetch("count_prunable", list(checked), list(checked.values()))
         return PruneResult(counts={r["state"]: int(r["n"]) for r in rows}, ages=checked, dry_run=True)
     counts = dict.fromkeys(checked, 0)
-    for state, age in checked.items():
-        while True:
-            row = await store.fetchrow("prune_jobs", state, age, batch)
-            assert row is not None
-            if not row["held"]:
-                return PruneResult(counts=counts, ages=checked, skipped=True)
-            counts[state] += int(row["deleted"])
-            if row["deleted"] < batch:
-                break
-            # Let claims and everything else in this process run between batches.
-            await trio.lowlevel.checkpoint()
+    async with store.pinned() as session:
+        if not await session.fetchval("prune_lock"):
+            return PruneResult(counts=counts, ages=checked, skipped=True)
+        for state, age in checked.items():
+            while True:
+                deleted = int(await session.fetchval("prune_jobs", state, age, batch))
+                counts[state] += deleted
+                if deleted < batch:
+                    break
+                # Let claims and everything else in this process run between batches.
+                await trio.lowlevel.checkpoint()
+        await session.fetchval("prune_unlock")
     return PruneResult(counts=counts, ages=checked)
 
 
@@ -203,7 +218,7 @@ class Pruner:
                     logger.info(
                         "pruned finished jobs: %s%s",
                         ", ".join(f"{s}={n}" for s, n in result.counts.items()),
-                        " (stopped: another process is pruning)" if result.skipped else "",
+                        " (skipped: another process is pruning)" if result.skipped else "",
                         extra={"event": "retention.pruned", "counts": result.counts, "skipped": result.skipped},
                     )
             self.rounds += 1

@@ -425,7 +425,8 @@ def resolve_settings(
             if name in values:
                 chosen[name] = values[name]
                 if source is None:
-                    sources[name] = Source("flag", flag_name(name))
+                    flag = f"--no-{name}" if name in ("work", "tracing") and values[name] is False else flag_name(name)
+                    sources[name] = Source("flag", flag)
                 elif source.kind == "env":
                     sources[name] = Source("env", env_name(name))
                 else:

@@ -251,8 +251,9 @@ class Store:
             result: T = await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args, **kwargs)
             return result
 
-    async def connect(self) -> asyncpg.Connection:
-        """A new connection with the schema on its search path.
+    async def connect(self, *, pooled: bool = True) -> asyncpg.Connection:
+        """A new connection with the schema on its search path (``pooled``:
+        one of the pool's, replacing a dropped one if any was).
 
         Raises:
             DatabaseUnavailable: the server cannot be reached.
@@ -272,7 +273,7 @@ class Store:
             raise DatabaseUnavailable(f"PostgreSQL did not answer within {self._connect_timeout}s") from exc
         await self._aio(init_connection, conn)
         self._all.append(conn)
-        if self._dropped:
+        if self._dropped and pooled:
             self._dropped -= 1
             self.metrics.reconnected("pool")
         return conn
@@ -342,10 +343,15 @@ class Store:
     async def fetchval(self, name: str, *args: Any) -> Any:
         return await self._run("fetchval", name, args)
 
-    async def _run(self, method: str, name: str, args: tuple[Any, ...]) -> Any:
+    async def _run(
+        self, method: str, name: str, args: tuple[Any, ...], conn: asyncpg.Connection | None = None
+    ) -> Any:
         self.statements[name] = self.statements.get(name, 0) + 1
         began = time.perf_counter()
         try:
+            if conn is not None:
+                # A pinned connection: no second try on another one.
+                return await self._aio(getattr(conn, method), query(name), *args)
             return await self._run_once_more(method, name, args)
         except DatabaseUnavailable:
             self.metrics.database_error(name, "unavailable")
@@ -371,6 +377,32 @@ class Store:
                         continue
                     raise
         raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[Pinned]:
+        """A connection of its own for the statements of the block, for what
+        lives as long as a session does (a session-level advisory lock).
+
+        It is opened for the block and closed after it, outside the pool, so
+        a long block never holds one of the pool's connections: with a pool
+        of one, claims and writes still run meanwhile. Closing it releases
+        whatever the session still held, whether the block ended normally,
+        failed or was cancelled.
+        """
+        conn = await self.connect(pooled=False)
+        try:
+            yield Pinned(self, conn)
+        except BaseException:
+            # Maybe mid-statement: asyncpg may still be winding it down.
+            self._forget(conn)
+            conn.terminate()
+            raise
+        self._forget(conn)
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            try:
+                await self._aio(conn.close, timeout=2)
+            except (OrchestratorError, Exception):
+                conn.terminate()
 
     # -- schema ------------------------------------------------------------
 
@@ -606,6 +638,26 @@ def _transition_columns(rows: Sequence[TransitionRow]) -> tuple[list[Any], ...]:
         [r.error for r in rows],
         [r.attempt for r in rows],
     )
+
+
+class Pinned:
+    """Named statements on one connection of a :class:`Store` (see
+    :meth:`Store.pinned`), counted and timed as the store's own."""
+
+    def __init__(self, store: Store, conn: asyncpg.Connection) -> None:
+        self._store = store
+        self._conn = conn
+
+    async def fetch(self, name: str, *args: Any) -> list[Row]:
+        rows: list[Row] = await self._store._run("fetch", name, args, self._conn)
+        return rows
+
+    async def fetchrow(self, name: str, *args: Any) -> Row | None:
+        row: Row | None = await self._store._run("fetchrow", name, args, self._conn)
+        return row
+
+    async def fetchval(self, name: str, *args: Any) -> Any:
+        return await self._store._run("fetchval", name, args, self._conn)
 
 
 async def _apply_migration(conn: asyncpg.Connection, migration: Migration) -> None:

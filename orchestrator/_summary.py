@@ -63,6 +63,11 @@ class Summary:
         self.run_times.append(run_time)
         self.metrics.ended(event, kind, queue, run_time)
 
+    def moved(self, rows: Sequence[Row], state: str) -> None:
+        """Jobs this node moved to ``state`` with a statement of its own, not
+        through a job actor (each row has the job's kind and queue)."""
+        self.metrics.moved(rows, state)
+
     def rescued_jobs(self, rows: Sequence[Row]) -> None:
         """Jobs of dead nodes were moved on (each row has its ``outcome``)."""
         self.rescued += len(rows)

@@ -23,20 +23,17 @@ from .._settings import SETTING_NAMES, apply_settings
 from .._database_url import redact_url
 from .._orchestrator import Orchestrator
 from ._exits import EXIT_OK, EXIT_USAGE, CliError
+from ._parser import RUN_SETTING_FLAGS
 from ._session import GLOBAL_SETTINGS, naming_database, resolve_database, setting_flags, settings_from
 
 logger = logging.getLogger("orchestrator.cli")
 
 
 def daemon_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The daemon's settings given as flags (``None``: not given)."""
-    flags = setting_flags(args, (*GLOBAL_SETTINGS, *DAEMON_FLAGS))
-    flags["work"] = False if getattr(args, "no_work", False) else None
-    return flags
-
-
-#: The daemon's settings that have a flag of their own.
-DAEMON_FLAGS = ("concurrency", "queues", "shutdown_grace", "http", "http_body_limit", "prune_interval", "metrics")
+    """The daemon's settings given as flags (``None``: not given); every
+    setting has one (``work`` as ``--work``/``--no-work``, ``tracing`` as
+    ``--tracing``/``--no-tracing``)."""
+    return setting_flags(args, (*GLOBAL_SETTINGS, *RUN_SETTING_FLAGS, "work", "tracing"))
 
 
 def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:

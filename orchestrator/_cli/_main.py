@@ -20,6 +20,7 @@ from .._logging import JsonFormatter, configure_logging
 from ._commands import cmd_bench, cmd_cancel, cmd_demo, cmd_jobs, cmd_migrate, cmd_status, cmd_submit, cmd_wait
 from ._daemon import cmd_run
 from ._ops_commands import cmd_config, cmd_explain, cmd_prune
+from ._schedule_commands import cmd_schedules
 from ._session import settings_from
 from ._token_commands import cmd_token
 from ._exits import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, describe_error, meaningful_error, one_line
@@ -42,6 +43,7 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace, list[str]], int]] = Mapping
         "explain": cmd_explain,
         "prune": cmd_prune,
         "config": cmd_config,
+        "schedules": cmd_schedules,
     }
 )
 

@@ -51,7 +51,7 @@ def render_prune(result: PruneResult) -> str:
         for state, n in result.counts.items()
     ]
     if result.skipped:
-        lines.append("stopped early: another process is pruning this schema; run again later")
+        lines.append("skipped: another process is pruning this schema; run again later")
     return "\n".join(lines) or "nothing to prune: every state is kept forever"
 
 

@@ -73,7 +73,9 @@ exit codes:
 
 _ENVIRONMENT_HELP = f"""\
 environment (a flag wins over its variable, a variable over the --config file, the file over the
---app object's setting; every setting has its ORCHESTRATOR_* variable: see `orchestrator config show`):
+--app object's setting; every setting has its ORCHESTRATOR_* variable and a flag of `run`, the
+variable's name in lower case with dashes: ORCHESTRATOR_LEASE_SECONDS is --lease-seconds; see
+`orchestrator config show`):
   {DATABASE_URL_ENV:<29}  --database-url
   {SCHEMA_ENV:<29}  --schema
   {LOG_LEVEL_ENV:<29}  --log-level
@@ -102,6 +104,33 @@ logs:
   logger, message, and the event's fields (event, job_id, kind, queue,
   attempt, state, previous_state; the summary's counts and p50_run_ms).
 """
+
+
+#: The daemon's settings with a flag of ``run`` that takes its text as
+#: the environment's variable does (``_settings`` parses both).
+_SETTING_FLAGS = (
+    ("node_id", "ID", "this node's id in the nodes table and in leases (default: hostname-pid-random)"),
+    ("poll_interval", "DURATION", "longest wait between claims when no notification comes: 500ms, 1s, ... "
+     "(default: 1s)"),
+    ("lease_seconds", "DURATION", "how long a claim holds without a heartbeat (one every third of it) "
+     "before a live node rescues the job (default: 30s)"),
+    ("pool_size", "N", "PostgreSQL connections of this process, 1 to 100 (default: 4; a prune round opens "
+     "one more for its duration)"),
+    ("max_payload_bytes", "BYTES", "largest payload submit accepts, as JSON (default: 1 MiB)"),
+    ("max_payload_depth", "N", "deepest nesting of a payload submit accepts (default: 64)"),
+    ("retention_completed", "DURATION", "age after which completed jobs are pruned, or 'never' (default: 7d)"),
+    ("retention_failed", "DURATION", "age after which failed jobs are pruned, or 'never' (default: 30d)"),
+    ("retention_cancelled", "DURATION", "age after which cancelled jobs are pruned, or 'never' (default: 30d)"),
+    ("prune_batch", "N", "rows one prune statement deletes, at most (default: 1000)"),
+    ("metrics_interval", "DURATION", "how often the queue-depth gauge is read (one count per interval "
+     "across the cluster), or 'never' (default: 15s)"),
+)  # fmt: skip
+#: The settings with a flag of ``run``, each spelled ``--name-with-dashes``
+#: (``work`` and ``tracing`` as ``--work``/``--no-work``, ``--tracing``/``--no-tracing``).
+RUN_SETTING_FLAGS = (
+    "concurrency", "queues", "shutdown_grace", "http", "http_body_limit", "prune_interval", "metrics",
+    *(name for name, _, _ in _SETTING_FLAGS),
+)  # fmt: skip
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -229,9 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at /metrics on this address (with --http they are at its /metrics too)",
     )
     run.add_argument(
-        "--no-work",
-        action="store_true",
-        help="claim no jobs: only serve --http (a web tier in front of worker daemons)",
+        "--work",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--no-work claims no jobs: only serve --http (a web tier in front of worker daemons); --work "
+        "claims them even if ORCHESTRATOR_WORK or the --config file says not to (default: work)",
+    )
+    run.add_argument(
+        "--tracing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--no-tracing starts no OpenTelemetry spans even with the otel extra installed; --tracing "
+        "starts them even if ORCHESTRATOR_TRACING or the --config file says not to (default: tracing)",
     )
     run.add_argument(
         "--http-body-limit",
@@ -245,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often this worker deletes finished jobs past their retention age: 15m, 1h, ... or 'never' "
         "(default: 1h)",
     )
+    # Values are checked with the settings (flags, environment, --config,
+    # the app): a bad one exits 2 naming the setting, the flag and the value.
+    for name, metavar, text in _SETTING_FLAGS:
+        run.add_argument("--" + name.replace("_", "-"), metavar=metavar, help=text)
 
     submit = command("submit", "submit a job; print its id", [principal, output])
     submit.add_argument("kind", metavar="KIND", help="the job kind")
@@ -287,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     prune.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
 
+    command(
+        "schedules",
+        "list the periodic schedules the daemons registered: kind, cron, time zone, missed policy, the last "
+        "period reached and the next one due (by the database's clock)",
+        [output],
+    )
+
     config = command("config", "the effective configuration")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     config_show = config_commands.add_parser(
@@ -296,9 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common, output],
     )
     config_show.add_argument("--app", metavar="MODULE:ATTR", help="include the settings of this Orchestrator")
-    for name in ("concurrency", "queues", "shutdown-grace", "http", "http-body-limit", "prune-interval", "metrics"):
-        config_show.add_argument(f"--{name}", help=argparse.SUPPRESS)
-    config_show.add_argument("--no-work", action="store_true", help=argparse.SUPPRESS)
+    # `config show` takes run's flags too (unchecked by argparse), to show what they would make.
+    for name in RUN_SETTING_FLAGS:
+        config_show.add_argument("--" + name.replace("_", "-"), help=argparse.SUPPRESS)
+    config_show.add_argument("--work", action=argparse.BooleanOptionalAction, default=None, help=argparse.SUPPRESS)
+    config_show.add_argument("--tracing", action=argparse.BooleanOptionalAction, default=None, help=argparse.SUPPRESS)
 
     jobs = command("jobs", "list the organisation's jobs, newest first", [principal, output])
     jobs.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")

@@ -29,6 +29,7 @@ from .._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .._models import CancelOutcome, JobRecord, Principal
 from .._orchestrator import NotRunning, Orchestrator
 from .._paging import PAGE_LIMIT, JobPage, list_jobs_page
+from .._schedule_listing import ScheduleInfo
 from .._validation import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DELAY_SECONDS,
@@ -94,6 +95,12 @@ class Stats(BaseModel):
 
     counts: list[StateCount]
     minutes: list[Minute]
+
+
+class Schedules(BaseModel):
+    """``GET /api/schedules``: every periodic schedule of the cluster, by name."""
+
+    schedules: list[ScheduleInfo]
 
 
 class Health(BaseModel):
@@ -231,6 +238,17 @@ def create_app(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    @app.get("/api/schedules", response_model=Schedules, responses=ERRORS, tags=["operations"])
+    async def schedules(caller: Caller) -> Schedules:
+        """The periodic schedules the daemons registered, each with its last period and the next one due.
+
+        Schedules are the cluster's, not an organisation's: any valid token may
+        list them all (401 without one). A schedule holds no payload, owner or
+        job id, only what its code says (name, kind, cron, time zone, missed
+        policy) and the periods reached, as /metrics shows kinds to anyone.
+        """
+        return Schedules(schedules=await orch.list_schedules())
 
     @app.get("/api/me", response_model=Me, responses=ERRORS, tags=["dashboard"])
     async def me(caller: Caller) -> Me:

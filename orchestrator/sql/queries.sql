@@ -357,7 +357,7 @@ rescued AS (
         lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM decided d
     WHERE j.job_id = d.job_id
-    RETURNING j.job_id, d.outcome, j.rescued_from
+    RETURNING j.job_id, d.outcome, j.rescued_from, j.kind, j.queue
 ),
 announced AS (
     SELECT announce_jobs(array_agg(job_id) FILTER (WHERE outcome IN ('cancelled', 'failed', 'invalid')),
@@ -391,7 +391,7 @@ failed AS (
         lease_node = NULL, lease_token = NULL, lease_expires_at = NULL
     FROM bad
     WHERE j.job_id = bad.job_id
-    RETURNING j.job_id, bad.problem
+    RETURNING j.job_id, bad.problem, j.kind, j.queue
 ),
 announced AS (SELECT announce_jobs(array_agg(job_id), array_agg(job_id)) FROM failed)
 SELECT f.* FROM failed f CROSS JOIN announced;
@@ -690,19 +690,28 @@ SELECT job.*,
 FROM job CROSS JOIN now
 LEFT JOIN nodes ln ON ln.node_id = job.lease_node;
 
+-- name: prune_lock
+-- Take this schema's prune lock for a whole round, without waiting: a
+-- session-level advisory lock, held by the one connection the round's
+-- batches run on from the first to the last (and released with it if that
+-- connection is lost), so one process prunes a schema at a time; false
+-- when another process holds it. The same key as the transaction-level
+-- lock earlier versions took in each batch, so they exclude each other.
+SELECT pg_try_advisory_lock(hashtext('trio-orchestrator prune ' || current_schema()));
+
+-- name: prune_unlock
+SELECT pg_advisory_unlock(hashtext('trio-orchestrator prune ' || current_schema()));
+
 -- name: prune_jobs
 -- Delete at most $3 jobs in state $1 that finished more than $2 seconds ago,
--- oldest first (the retention index), if no other process is pruning this
--- schema: the transaction-level advisory lock makes one pruner at a time,
--- and a pruner that does not get it deletes nothing and says so (held).
--- Live jobs are never touched, and SKIP LOCKED never waits on a row another
--- statement holds, so a claim never waits on a prune.
-WITH lock AS (
-    SELECT pg_try_advisory_xact_lock(hashtext('trio-orchestrator prune ' || current_schema())) AS held
-),
-doomed AS (
-    SELECT j.job_id FROM job_status j CROSS JOIN lock
-    WHERE lock.held AND j.status = $1::job_state
+-- oldest first (the retention index), under the prune lock (prune_lock, on
+-- the same connection); how many were deleted. Each batch is its own short
+-- transaction. Live jobs are never touched, and SKIP LOCKED never waits on
+-- a row another statement holds, so a claim (which locks only queued rows)
+-- never waits on a prune, nor a prune on a claim.
+WITH doomed AS (
+    SELECT j.job_id FROM job_status j
+    WHERE j.status = $1::job_state
       AND j.status IN ('completed', 'failed', 'cancelled')
       AND j.completed_at < clock_timestamp() - make_interval(secs => $2)
     ORDER BY j.completed_at
@@ -713,7 +722,7 @@ deleted AS (
     DELETE FROM job_status j USING doomed WHERE j.job_id = doomed.job_id
     RETURNING j.job_id
 )
-SELECT (SELECT held FROM lock) AS held, (SELECT count(*) FROM deleted)::bigint AS deleted;
+SELECT count(*)::bigint AS deleted FROM deleted;
 
 -- name: count_prunable
 -- How many jobs prune_jobs would delete: per state ($1), those finished more
@@ -769,3 +778,12 @@ stored AS (
 SELECT depths, true AS refreshed FROM stored
 UNION ALL
 SELECT depths, false AS refreshed FROM queue_depth WHERE NOT EXISTS (SELECT 1 FROM stored);
+
+-- name: list_schedules
+-- Every periodic schedule of the schema, for `orchestrator schedules` and
+-- GET /api/schedules, with the database's clock: the next period is worked
+-- out from it, so nodes whose clocks disagree list the same thing.
+SELECT name, kind, cron, timezone, missed, last_period, created_at, updated_at,
+       clock_timestamp() AS checked_at
+FROM periodic_schedules
+ORDER BY name;

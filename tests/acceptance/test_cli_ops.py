@@ -21,6 +21,7 @@ from tests.acceptance.test_cli import (
     submit,
     wait_for_text,
 )
+from tests.unit.test_settings import BAD_TEXT
 
 
 async def test_explain_says_why_a_job_waits(database_url: str) -> None:
@@ -171,3 +172,105 @@ async def test_prune_uses_the_configured_retention(database_url: str, tmp_path: 
     assert await all_ids(database_url) == young and old
     bad = await cli(database_url, "prune", ORCHESTRATOR_RETENTION_FAILED="-1d")
     assert bad.code == 2 and "bad retention_failed (from ORCHESTRATOR_RETENTION_FAILED)" in one_error_line(bad), bad
+
+
+async def test_schedules_lists_them_as_a_table_and_as_json(database_url: str) -> None:
+    from tests.pg import fetch
+
+    empty = await cli(database_url, "schedules")
+    assert empty.code == 0 and empty.out.strip() == "no periodic schedules (a daemon registers each one it runs)", empty
+    await fetch(
+        database_url,
+        "INSERT INTO orchestrator.periodic_schedules (name, kind, cron, timezone, missed, last_period) VALUES"
+        " ('cleanup', 'resize', '*/5 * * * *', 'UTC', 'enqueue_once', '2024-01-01 10:00+00'),"
+        " ('morning', 'resize', '0 9 * * 1-5', 'Europe/Paris', 'skip', '2024-01-01 08:00+00'),"
+        " ('broken', 'resize', 'soon', 'UTC', 'skip', NULL)",
+    )
+    table = await cli(database_url, "schedules")
+    as_json = await cli(database_url, "schedules", "--json")
+    assert table.code == 0 and as_json.code == 0, (table, as_json)
+    header, *lines = table.out.strip().splitlines()
+    assert header.split() == ["NAME", "KIND", "CRON", "TIMEZONE", "MISSED", "LAST", "PERIOD", "NEXT", "PERIOD", "DUE"]
+    assert [line.split()[0] for line in lines] == ["broken", "cleanup", "morning"]
+    assert "2024-01-01T10:00:00+00:00  2024-01-01T10:05:00+00:00  overdue by" in lines[1]
+    assert "Europe/Paris" in lines[2] and "2024-01-02T08:00:00+00:00" in lines[2]
+    assert "unknown (cron:" in lines[0]
+    data = {s["name"]: s for s in as_json.json()}
+    assert data["morning"]["missed"] == "skip" and data["morning"]["next_period"] == "2024-01-02T08:00:00Z"
+    assert data["cleanup"]["due_in_seconds"] < 0 and data["broken"]["next_period"] is None
+
+
+async def test_schedules_with_a_bad_database_url_exits_2() -> None:
+    result = await cli("http://db.example/x", "schedules")
+    assert result.code == 2 and "database_url" in one_error_line(result), result
+
+
+#: Flags whose values argparse checks itself (its own one-line error, exit 2).
+ARGPARSE_CHECKED = {"concurrency", "queues", "shutdown_grace", "http_body_limit", "log_level", "log_format"}
+
+
+def test_every_setting_is_a_flag_of_run() -> None:
+    from orchestrator._cli._parser import build_parser
+    from orchestrator._settings import SETTING_NAMES
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "--app", APP])
+    for name in SETTING_NAMES:
+        assert hasattr(args, name), f"run has no flag for the setting {name}"
+    spelled = parser.parse_args(
+        ["run", "--app", APP, "--lease-seconds", "9s", "--no-work", "--node-id", "n1", "--no-tracing"]
+    )
+    assert (spelled.lease_seconds, spelled.work, spelled.node_id, spelled.tracing) == ("9s", False, "n1", False)
+
+
+@pytest.mark.parametrize("name", sorted(set(BAD_TEXT) - {"work", "tracing"}))
+async def test_a_bad_value_of_any_flag_of_run_exits_2_naming_it_before_connecting(name: str) -> None:
+    flag, bad = "--" + name.replace("_", "-"), BAD_TEXT[name]
+    # The database is unreachable: a start would exit 6, not 2.
+    result = await cli(UNREACHABLE, "run", "--app", APP, f"{flag}={bad}")
+    line = one_error_line(result)
+    assert result.code == 2, result
+    if name in ARGPARSE_CHECKED:
+        # argparse's own words ("queue 'default': limit 0 must be at least 1").
+        assert f"argument {flag}" in line, line
+    else:
+        assert line.startswith(f"orchestrator: bad {name} (from {flag}): "), line
+        shown = bad if name != "database_url" else "http://db.example"
+        assert repr(shown) in line or shown in line, line
+    assert "started" not in result.err
+
+
+async def test_a_new_flag_wins_over_its_variable_and_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "orchestrator.toml"
+    config.write_text('lease_seconds = "20s"\nretention_failed = "3d"\nnode_id = "from-file"\nwork = false\n')
+    result = await cli(
+        None, "config", "show", "--json", "--config", str(config), "--lease-seconds", "5s",
+        "--retention-failed", "never", "--node-id", "from-flag", "--work",
+        ORCHESTRATOR_LEASE_SECONDS="10s", ORCHESTRATOR_NODE_ID="from-env", ORCHESTRATOR_POOL_SIZE="7",
+    )  # fmt: skip
+    assert result.code == 0, result
+    data = result.json()
+    assert data["lease_seconds"] == {"value": 5.0, "source": "flag", "from": "--lease-seconds"}
+    assert data["retention_failed"] == {"value": None, "source": "flag", "from": "--retention-failed"}
+    assert data["node_id"] == {"value": "from-flag", "source": "flag", "from": "--node-id"}
+    assert data["work"] == {"value": True, "source": "flag", "from": "--work"}
+    assert data["pool_size"] == {"value": 7, "source": "env", "from": "ORCHESTRATOR_POOL_SIZE"}
+
+
+async def test_run_applies_the_new_flags(database_url: str, tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    async with background_worker(
+        database_url, log, "--node-id", "flagged-node", "--lease-seconds", "12s", "--poll-interval", "250ms",
+        "--log-format", "json",
+    ) as worker:  # fmt: skip
+        await wait_for_text(log, '"worker.started"', worker)
+        job_id = await submit(database_url, "resize", {"width": 2, "height": 2})
+        done = await cli(database_url, "wait", job_id, *ALICE, "--json", "--timeout", "60")
+        assert done.code == 0, done
+        assert await stop_with(worker, signal.SIGTERM) < 30
+    [started] = [r for r in json_lines(log.read_text()) if r.get("event") == "worker.started"]
+    assert started["node"] == "flagged-node"
+    from tests.pg import fetch
+
+    [node] = await fetch(database_url, "SELECT lease_seconds FROM orchestrator.nodes WHERE node_id = 'flagged-node'")
+    assert node["lease_seconds"] == 12

@@ -69,30 +69,61 @@ async def scrape_until(url: str, ready: Any) -> str:
                 await trio.sleep(0.1)
 
 
+async def claimed_by_a_dead_node(url: str) -> Any:
+    """A job claimed (made active) by a node that then died, its one attempt used."""
+    producer = make(url)
+    async with producer.running(work=False):
+        job = await producer.submit("ok", {"text": SECRET}, owner=WHO, max_attempts=1)
+        [row] = await producer.store.claim(kinds=["ok"], slots={"default": 1}, node="dead-node", lease_seconds=0.1)
+        assert row["job_id"] == job.id
+    return job.id
+
+
+async def wait_ended(url: str, job_id: Any) -> None:
+    producer = make(url)
+    async with producer.running(work=False):
+        await producer.wait(job_id, by=WHO, timeout=60)
+
+
 async def test_a_daemon_scraped_after_known_work_matches_the_rows(database_url: str, tmp_path: Path) -> None:
     log = tmp_path / "worker.log"
+    dead = await claimed_by_a_dead_node(database_url)
     async with background_worker(
-        database_url, log, "--app", APP, "--metrics", "127.0.0.1:0", ORCHESTRATOR_METRICS_INTERVAL="0.2s"
-    ) as worker:
+        database_url, log, "--app", APP, "--metrics", "127.0.0.1:0", ORCHESTRATOR_METRICS_INTERVAL="0.2s",
+        # A heartbeat a second: the dead node's job is rescued soon.
+        ORCHESTRATOR_LEASE_SECONDS="3s",
+    ) as worker:  # fmt: skip
         url = await metrics_address(log)
         ids = await submit_and_wait(database_url)
+        await wait_ended(database_url, dead)
         text = await scrape_until(
-            url, lambda s: total(s["orchestrator_queue_depth"], queue="default", state="queued") == 1
+            url,
+            lambda s: total(s["orchestrator_queue_depth"], queue="default", state="queued") == 1
+            and total(s["orchestrator_rescued_jobs_total"]) == 1,
         )
         async with httpx.AsyncClient(timeout=30) as client:
             elsewhere = await client.get(f"{url}/api/jobs")
         await stop_with(worker, signal.SIGTERM)
     assert worker.returncode == 0, log.read_text(errors="replace")
     rows = await fetch(
-        database_url, "SELECT kind, status::text AS status, attempt FROM orchestrator.job_status WHERE run_at < now()"
+        database_url,
+        "SELECT kind, status::text AS status, attempt, rescued_from, error->>'type' AS error"
+        " FROM orchestrator.job_status WHERE run_at < now()",
     )
     by_status = defaultdict(int)
     attempts: dict[str, int] = defaultdict(int)
     for row in rows:
         by_status[row["status"]] += 1
-        attempts[row["kind"]] += row["attempt"]
-    assert dict(by_status) == {"completed": 5, "failed": 2}
+        if row["rescued_from"] is None:
+            # Attempts this daemon claimed (the dead node claimed the other).
+            attempts[row["kind"]] += row["attempt"]
+    # The dead node's job was failed by the daemon's rescue, outside its writer.
+    assert dict(by_status) == {"completed": 5, "failed": 3}
+    rescued = [r for r in rows if r["rescued_from"] is not None]
+    assert [(r["rescued_from"], r["status"], r["error"]) for r in rescued] == [("dead-node", "failed", "LeaseExpired")]
     s = samples(text)
+    assert total(s["orchestrator_rescued_jobs_total"], outcome="failed") == len(rescued)
+    assert total(s["orchestrator_transitions_total"], kind="ok", state="failed") == len(rescued)
     transitions = s["orchestrator_transitions_total"]
     for state in ("completed", "failed"):
         assert total(transitions, state=state) == by_status[state]

@@ -11,11 +11,12 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator._metrics import Metrics
+from orchestrator._metrics import INVALID_LABEL, Metrics
 from orchestrator._queries import query
 from orchestrator._store import open_store
-from tests.integration.helpers import ALICE, make_orchestrator
+from tests.integration.helpers import ALICE, job_rows, make_orchestrator
 from tests.integration.http_helpers import serving
+from tests.integration.test_poison_rows import insert, migrate, nested
 from tests.pg import fetch
 
 #: The partial indexes of live jobs only (migrations 0001 and 0002).
@@ -154,3 +155,96 @@ async def test_the_queue_depth_counts_every_live_job_through_the_live_rows_index
     plan = json.loads(row[0])[0]["Plan"]
     reads = _job_status_reads(plan)
     assert reads and set(reads) <= LIVE_INDEXES, reads
+
+
+async def wait_for_rows(url: str, sql: str, *args: Any, count: int) -> None:
+    """Until ``sql`` returns ``count`` rows (what the node does is driven by its own tasks)."""
+    with trio.fail_after(30):
+        while len(await fetch(url, sql, *args)) != count:
+            await trio.sleep(0.05)
+
+
+async def test_transitions_made_outside_the_writer_are_counted_with_their_state(empty_database_url: str) -> None:
+    """Rescues, cancels of queued jobs over HTTP, unusable and malformed rows
+    failed, an unstarted claim given back: each transition the node made is
+    counted, by the state it led to, and the figures match the rows."""
+    url = empty_database_url
+    # Rows an older version could write (before migration 0004): quarantined.
+    await migrate(url, 3)
+    malformed_kind = await insert(url, kind="dou\x01ble")
+    malformed_owner = await insert(url, user="", org="")
+    undecodable = await insert(url, payload=nested(3000))
+    await migrate(url)
+
+    # Jobs claimed (made active) by a node that then died: a retry, one with
+    # no attempt left, one whose cancel was requested meanwhile.
+    producer = make_orchestrator(url, metrics_interval=None)
+    async with producer.running(work=False):
+        retried = await producer.submit("gated", {"w": 1}, owner=ALICE, max_attempts=2)
+        exhausted = await producer.submit("gated", {"w": 2}, owner=ALICE, max_attempts=1)
+        cancelled_dead = await producer.submit("gated", {"w": 3}, owner=ALICE, max_attempts=2)
+        later = await producer.submit("double", {"w": 4}, owner=ALICE, delay=3600)
+        dead = await producer.store.claim(kinds=["gated"], slots={"default": 3}, node="dead-node", lease_seconds=0.2)
+        assert len(dead) == 3
+    await fetch(
+        url, "UPDATE orchestrator.job_status SET cancel_requested_at = now(), cancel_requested_by = 'alice'"
+        " WHERE job_id = $1", cancelled_dead.id,
+    )  # fmt: skip
+
+    # A lease long enough that the rows this node fails are never rescued first.
+    orch = make_orchestrator(url, lease_seconds=3, poll_interval=0.05, metrics_interval=None)
+    orch.gate.release.set()  # type: ignore[attr-defined]
+    async with serving(orch) as served:
+        for job in (retried, exhausted, cancelled_dead):
+            await orch.wait(job.id, by=ALICE, timeout=30)
+        await orch.wait(undecodable, by=ALICE, timeout=30)
+        async with await served.client(ALICE) as alice:
+            answer = await alice.post(f"/api/jobs/{later.id}/cancel")
+        assert answer.status_code == 200 and answer.json()["cancelled"], answer.text
+        # A claim whose answer comes once the node has begun to stop is given back.
+        dispatcher, claim = orch.dispatcher, orch.store.claim
+        assert dispatcher is not None
+
+        async def claim_then_stop(**kwargs: Any) -> list[Any]:
+            rows = await claim(**kwargs)
+            if rows:
+                dispatcher.hurry()
+            return rows
+
+        orch.store.claim = claim_then_stop  # type: ignore[method-assign]
+        given_back = await orch.submit("double", {"w": 5}, owner=ALICE)
+        await wait_for_rows(
+            url, "SELECT 1 FROM orchestrator.job_status WHERE job_id = $1 AND status = 'queued'"
+            " AND lease_token IS NULL AND started_at IS NULL AND rescued_from IS NULL", given_back.id, count=1,
+        )  # fmt: skip
+    text = orch.metrics.scrape().decode()
+
+    rows = {r["job_id"]: r for r in await job_rows(url)}
+    assert rows[malformed_kind]["status"] == rows[malformed_owner]["status"] == "failed"
+    assert (rows[undecodable]["status"], json.loads(rows[undecodable]["error"])["type"]) == ("failed", "InvalidJob")
+    assert (rows[retried.id]["status"], rows[retried.id]["attempt"]) == ("completed", 2)
+    assert (rows[exhausted.id]["status"], rows[cancelled_dead.id]["status"]) == ("failed", "cancelled")
+    assert (rows[later.id]["status"], rows[given_back.id]["status"]) == ("cancelled", "queued")
+
+    def label(kind: str) -> str:
+        return kind if kind.isprintable() else INVALID_LABEL
+
+    # Every terminal row was ended by this node: the counts by state and kind are the rows'.
+    for state in ("completed", "failed", "cancelled"):
+        for kind in {label(r["kind"]) for r in rows.values()}:
+            expected = sum(1 for r in rows.values() if r["status"] == state and label(r["kind"]) == kind)
+            got = value(text, "orchestrator_transitions_total", kind=kind, state=state)
+            assert got == expected, (state, kind, got, expected)
+    # Back to the queue: the rescue's retry (attempt 2) and the claim given back.
+    queued = sum(r["attempt"] - 1 for r in rows.values()) + sum(1 for r in rows.values() if r["status"] == "queued")
+    assert queued == 2 and value(text, "orchestrator_transitions_total", state="queued") == queued
+    assert value(text, "orchestrator_transitions_total", kind="gated", state="queued") == 1
+    # Made active by this node's claims: the retry's second attempt, the
+    # undecodable row and the claim given back.
+    assert value(text, "orchestrator_transitions_total", kind="gated", state="active") == 1
+    assert value(text, "orchestrator_transitions_total", kind="double", state="active") == 2
+    assert value(text, "orchestrator_rescued_jobs_total") == 3
+    for outcome in ("retry", "failed", "cancelled"):
+        assert value(text, "orchestrator_rescued_jobs_total", outcome=outcome) == 1
+    # The malformed kind's text never reaches a label.
+    assert "dou\x01ble" not in text and "dou\\x01ble" not in text

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 
 from orchestrator._migrations import load_migrations
 from orchestrator._store import open_store
 from tests.pg import fetch
 
+ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_COLUMNS = {
     "job_id", "kind", "queue", "payload", "owner_user_id", "owner_org_id", "status", "priority",
     "attempt", "max_attempts", "run_at", "created_at", "started_at", "completed_at", "lease_node",
@@ -157,3 +160,58 @@ async def test_inserted_jobs_are_announced_as_events_and_updates_by_hand_announc
     rows = await fetch(database_url, "SELECT job_id::text AS id FROM orchestrator.job_status")
     assert sorted(len(p.split(",")) for p in payloads) == [50, 200]
     assert sorted(i for p in payloads for i in p.split(",")) == sorted(r["id"] for r in rows)
+
+
+async def run_script(url: str, text: str) -> None:
+    """Each statement of ``text`` on its own, outside a transaction (as psql runs a file)."""
+    import asyncpg
+    import trio_asyncio
+
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    statements = [s.strip() for s in body.split(";") if s.strip()]
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    async with trio_asyncio.open_loop():
+        await trio_asyncio.aio_as_trio(run)()
+
+
+async def test_the_documented_concurrent_build_of_the_retention_index_replaces_migration_0009(
+    empty_database_url: str,
+) -> None:
+    url = empty_database_url
+    migrations = load_migrations()
+    before = [m for m in migrations if m.name < "0009"]
+    async with open_store(url) as store:
+        await store.migrate(before)
+    await fetch(
+        url,
+        "INSERT INTO orchestrator.job_status (job_id, kind, payload, owner_user_id, owner_org_id, status,"
+        " run_at, created_at, started_at, completed_at)"
+        " SELECT gen_random_uuid(), 'double', '{}', 'alice', 'acme', 'completed',"
+        "  now() - interval '2 days', now() - interval '2 days', now() - interval '1 day', now()"
+        " FROM generate_series(1, 500)",
+    )
+    script = (ROOT / "docs" / "retention-index-concurrently.sql").read_text()
+    assert "CREATE INDEX CONCURRENTLY" in script
+    await run_script(url, script)
+    # Again, as after an interruption: nothing doubled, nothing refused.
+    await run_script(url, script)
+    applied = await migrate(url)
+    assert applied == [m.name for m in migrations if m.name >= "0010"]
+    [index] = await fetch(
+        url,
+        "SELECT pg_get_indexdef(indexrelid) AS def, indisvalid FROM pg_index"
+        " WHERE indexrelid = 'orchestrator.job_status_retention_idx'::regclass",
+    )
+    assert index["indisvalid"]
+    # The index migration 0009 itself would have built.
+    migration = next(m for m in migrations if m.name.startswith("0009")).sql
+    assert "(status, completed_at)" in migration and "(status, completed_at)" in index["def"]
+    assert "WHERE (status = ANY" in index["def"]

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -13,7 +16,7 @@ import trio
 import trio_asyncio
 
 from orchestrator import InvalidInput, Orchestrator, Retention
-from orchestrator._retention import DAY
+from orchestrator._retention import DAY, prune
 from tests.integration.helpers import ALICE, make_orchestrator
 from tests.pg import fetch
 
@@ -213,3 +216,106 @@ async def test_bad_prune_arguments_delete_nothing(database_url: str) -> None:
                 await orch.prune(**kwargs)
             assert refused.value.field == field
     assert await all_ids(database_url) == go | stay
+
+
+class BetweenBatches:
+    """A store whose prune round awaits ``between(n)`` after its n-th batch."""
+
+    def __init__(self, store: Any, between: Callable[[int], Awaitable[None]]) -> None:
+        self.store, self.between, self.batches = store, between, 0
+
+    async def fetch(self, name: str, *args: Any) -> Any:
+        return await self.store.fetch(name, *args)
+
+    async def fetchval(self, name: str, *args: Any) -> Any:
+        return await self.store.fetchval(name, *args)
+
+    async def fetchrow(self, name: str, *args: Any) -> Any:
+        # (How a prune without a session of its own would run its batches.)
+        return await self.after(name, await self.store.fetchrow(name, *args))
+
+    async def after(self, name: str, answer: Any) -> Any:
+        if name == "prune_jobs":
+            self.batches += 1
+            await self.between(self.batches)
+        return answer
+
+    @asynccontextmanager
+    async def pinned(self) -> AsyncIterator[Any]:
+        spy = self
+
+        class Session:
+            async def fetch(self, name: str, *args: Any) -> Any:
+                return await session.fetch(name, *args)
+
+            async def fetchval(self, name: str, *args: Any) -> Any:
+                return await spy.after(name, await session.fetchval(name, *args))
+
+        async with self.store.pinned() as session:
+            yield Session()
+
+
+async def prune_lock_holders(url: str) -> list[Any]:
+    return await fetch(
+        url,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND objid = hashtext($1)::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        PRUNE_LOCK,
+    )
+
+
+async def test_a_round_holds_the_lock_from_its_first_batch_to_its_last(database_url: str) -> None:
+    # A pool of one: the round's connection is its own, so claims still run.
+    first = make_orchestrator(database_url, prune_batch=10, pool_size=1, prune_interval=None)
+    second = make_orchestrator(database_url, prune_batch=10, prune_interval=None)
+    seen: list[Any] = []
+    async with first.running(), second.running(work=False):
+        old = await add_finished(database_url, "completed", 35, 10 * DAY)
+
+        async def between(batch: int) -> None:
+            if batch != 2:
+                return
+            # Between two batches of the first daemon's round: the lock is
+            # held, a second daemon skips its round and deletes nothing...
+            seen.append(len(await prune_lock_holders(database_url)))
+            seen.append(await second.prune())
+            # ...and the first daemon (one pooled connection) still claims and runs jobs.
+            job = await first.submit("double", {"w": 3}, owner=ALICE)
+            seen.append((await first.wait(job.id, by=ALICE, timeout=30)).result)
+
+        spied = BetweenBatches(first.store, between)
+        result = await prune(spied, {"completed": 7 * DAY}, batch=10)
+        after = await prune_lock_holders(database_url)
+    holders, skipped, ran = seen
+    assert holders == 1
+    assert skipped.skipped and skipped.total == 0
+    assert ran == {"w": 6}
+    assert not result.skipped and result.counts == {"completed": len(old)} and spied.batches == 4
+    assert after == []
+    assert old.isdisjoint(await all_ids(database_url))
+
+
+async def test_a_cancelled_round_lets_go_of_the_lock(database_url: str) -> None:
+    orch = make_orchestrator(database_url, prune_batch=5, prune_interval=None)
+    async with orch.running(work=False):
+        old = await add_finished(database_url, "completed", 12, 10 * DAY)
+        stuck = trio.Event()
+
+        async def hang(batch: int) -> None:
+            stuck.set()
+            await trio.sleep_forever()
+
+        with trio.move_on_after(30) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(partial(prune, BetweenBatches(orch.store, hang), {"completed": DAY}, batch=5))
+                await stuck.wait()
+                assert len(await prune_lock_holders(database_url)) == 1
+                nursery.cancel_scope.cancel()
+        assert not scope.cancelled_caught
+        # Its connection was closed: the server lets go of the lock once it sees that.
+        with trio.fail_after(10):
+            while await prune_lock_holders(database_url):
+                await trio.sleep(0.05)
+        rest = await orch.prune()
+    assert not rest.skipped and rest.counts["completed"] == len(old) - 5
+    assert await all_ids(database_url) == set()

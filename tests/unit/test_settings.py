@@ -236,3 +236,20 @@ def test_a_bad_file_is_refused_naming_it(tmp_path: Path, text: str, complaint: s
 def test_a_missing_file_is_refused_naming_it(tmp_path: Path) -> None:
     with pytest.raises(InvalidSetting, match="cannot read the file"):
         resolve_settings(environ={}, config=tmp_path / "absent.toml")
+
+
+def test_no_work_is_named_as_given() -> None:
+    resolved = resolve_settings(flags={"work": False}, environ={"ORCHESTRATOR_WORK": "true"})
+    assert resolved.settings.work is False and resolved.sources["work"].name == "--no-work"
+    resolved = resolve_settings(flags={"work": True}, environ={"ORCHESTRATOR_WORK": "false"})
+    assert resolved.settings.work is True and resolved.sources["work"].name == "--work"
+
+
+def test_tracing_is_on_by_default_and_off_from_the_environment_or_a_flag() -> None:
+    orch = Orchestrator()
+    apply_settings(orch, resolve_settings(environ={}, app=orch).settings)
+    assert orch.tracing is True
+    apply_settings(orch, resolve_settings(environ={"ORCHESTRATOR_TRACING": "false"}, app=orch).settings)
+    assert orch.tracing is False
+    resolved = resolve_settings(flags={"tracing": True}, environ={"ORCHESTRATOR_TRACING": "false"}, app=orch)
+    assert resolved.settings.tracing is True and resolved.sources["tracing"].name == "--tracing"
