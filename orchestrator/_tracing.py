@@ -217,11 +217,11 @@ def load_tracing(enabled: bool = True, tracer_provider: Any = None, node: str | 
     return Tracing(trace.get_tracer(SCOPE, version, tracer_provider=tracer_provider), node)
 
 
-@contextlib.contextmanager
-def submitting(tracing: Tracing | None, kind: str, queue: str, count: int) -> Iterator[Submission]:
-    """:meth:`Tracing.submitting`, or an empty :class:`Submission` without tracing."""
+def submitting(
+    tracing: Tracing | None, kind: str, queue: str, count: int
+) -> contextlib.AbstractContextManager[Submission]:
+    """:meth:`Tracing.submitting`, or an empty :class:`Submission` without
+    tracing (no generator frame on every untraced submit)."""
     if tracing is None:
-        yield Submission()
-        return
-    with tracing.submitting(kind, queue, count) as submission:
-        yield submission
+        return contextlib.nullcontext(Submission())
+    return tracing.submitting(kind, queue, count)

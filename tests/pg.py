@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -34,3 +36,16 @@ async def fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 def fetch_sync(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
     return trio.run(fetch, url, sql, *args)
+
+
+@asynccontextmanager
+async def connections_refused(admin_url: str, database_url: str) -> AsyncIterator[None]:
+    """The database of ``database_url`` refuses connections and its open
+    ones are terminated, for the block (``admin_url``: another database)."""
+    name = urllib.parse.urlsplit(database_url).path.lstrip("/")
+    await fetch(admin_url, f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+    await fetch(admin_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
+    try:
+        yield
+    finally:
+        await fetch(admin_url, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import urllib.parse
 import uuid
 from datetime import datetime, timezone
 
@@ -16,7 +15,7 @@ from orchestrator import Principal
 from orchestrator._tokens import revoke_token
 from tests.integration.helpers import ALICE, BOB, MALLORY_ADMIN, job_rows, make_orchestrator
 from tests.integration.http_helpers import serving
-from tests.pg import fetch
+from tests.pg import connections_refused, fetch
 
 RECORD_FIELDS = {
     "id", "kind", "queue", "state", "owner", "priority", "attempt", "max_attempts", "payload", "run_at",
@@ -246,13 +245,8 @@ async def test_healthz_is_503_while_the_database_does_not_answer(database_url: s
     orch = make_orchestrator(database_url, pool_size=1)
     async with serving(orch, work=False) as served, httpx.AsyncClient(base_url=served.url) as anon:
         assert (await anon.get("/healthz")).status_code == 200
-        dbname = urllib.parse.urlsplit(database_url).path.lstrip("/")
-        await fetch(pg_server, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
-        await fetch(pg_server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", dbname)
-        try:
+        async with connections_refused(pg_server, database_url):
             down = await anon.get("/healthz")
-        finally:
-            await fetch(pg_server, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
         with trio.fail_after(20):
             while (up := await anon.get("/healthz")).status_code != 200:
                 await trio.sleep(0.05)

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator._metrics import INVALID_LABEL, Metrics
 from orchestrator._queries import query
@@ -17,20 +16,13 @@ from orchestrator._store import open_store
 from tests.integration.helpers import ALICE, job_rows, make_orchestrator
 from tests.integration.http_helpers import serving
 from tests.integration.test_poison_rows import insert, migrate, nested
-from tests.pg import fetch
+from tests.pg import connections_refused, fetch
+from tests.unit.test_metrics import value
 
 #: The partial indexes of live jobs only (migrations 0001 and 0002).
 LIVE_INDEXES = {"job_status_claim_idx", "job_status_lease_node_idx", "job_status_lease_expiry_idx"}
 
 
-def value(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples ``name`` whose labels include ``labels``."""
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and set(labels.items()) <= set(s.labels.items())
-    )
 
 
 async def test_the_http_app_serves_metrics_without_a_token(database_url: str) -> None:
@@ -91,15 +83,10 @@ async def test_the_queue_depth_is_counted_once_per_interval_and_read_by_everyone
 
 async def test_database_errors_and_reconnects_are_counted(database_url: str, pg_server: str) -> None:
     orch = make_orchestrator(database_url, pool_size=1, metrics_interval=None)
-    dbname = urllib.parse.urlsplit(database_url).path.lstrip("/")
     async with serving(orch, work=False) as served, httpx.AsyncClient(base_url=served.url) as anon:
         assert (await anon.get("/healthz")).status_code == 200
-        await fetch(pg_server, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS false")
-        await fetch(pg_server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", dbname)
-        try:
+        async with connections_refused(pg_server, database_url):
             down = await anon.get("/healthz")
-        finally:
-            await fetch(pg_server, f"ALTER DATABASE {dbname} ALLOW_CONNECTIONS true")
         with trio.fail_after(20):
             while (await anon.get("/healthz")).status_code != 200:
                 await trio.sleep(0.05)

@@ -10,6 +10,7 @@ from orchestrator._summary import Summary
 
 
 def value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` whose labels include ``labels``."""
     return sum(
         s.value
         for family in text_string_to_metric_families(text)
