@@ -504,6 +504,24 @@ async def test_connections_the_server_dropped_are_replaced(database_url: str, ai
     assert {r["job_id"] for r in await job_rows(database_url)} == {job.id, second.id}
 
 
+async def test_a_pooled_connection_goes_back_without_a_reset_round_trip(
+    database_url: str, aio: AsyncioThread
+) -> None:
+    # asyncpg's default reset (RESET ALL, UNLISTEN *, ...) is a second round
+    # trip on every release; the pool's connections keep no session state
+    # to undo, so the statement they ran last is the client's own.
+    client = Client(database_url, job_types={"double": Size}, pool_size=1)
+    async with opened(aio, client):
+        await aio(client.submit("double", {"w": 1}, owner=ALICE))
+        [backend] = await fetch(
+            database_url,
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'trio-orchestrator-client' AND state = 'idle'",
+        )
+    assert "RESET" not in backend["query"].upper(), backend["query"]
+    assert "INSERT INTO job_status" in backend["query"], backend["query"]
+
+
 async def test_an_unreachable_database_raises_database_unavailable(aio: AsyncioThread) -> None:
     client = Client(f"postgresql://nobody@127.0.0.1:{free_port()}/nothing", connect_timeout=5)
     with pytest.raises(DatabaseUnavailable, match="unreachable"):
