@@ -49,3 +49,22 @@ async def connections_refused(admin_url: str, database_url: str) -> AsyncIterato
         yield
     finally:
         await fetch(admin_url, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+
+
+def with_settings(url: str, **settings: str) -> str:
+    """``url`` with these server settings (asyncpg sends unknown query parameters as settings)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query) + list(settings.items())
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def job_status_reads(plan: dict[str, Any]) -> list[str]:
+    """How an EXPLAIN (FORMAT JSON) plan reads job_status: each index used, or "Seq Scan"."""
+    found = []
+    if plan.get("Relation Name") == "job_status" and plan["Node Type"] == "Seq Scan":
+        found.append("Seq Scan")
+    if plan.get("Index Name", "").startswith("job_status"):  # bitmap index scans name no relation
+        found.append(plan["Index Name"])
+    for child in plan.get("Plans", []):
+        found.extend(job_status_reads(child))
+    return found

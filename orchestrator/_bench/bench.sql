@@ -74,6 +74,15 @@ SELECT gen_random_uuid(), $2::text, 'default', to_jsonb(i), 'bench', 'bench', t,
 FROM generate_series(1, $1::int) AS i,
      LATERAL (SELECT clock_timestamp() - interval '1 s' AS t) AS now_;
 
+-- name: fill_delayed
+-- $1 queued rows of kind $2, due in a day: a backlog no claim may take yet.
+-- Of a higher priority than fill_queued's, so that in the claim's order they
+-- come first (a scan in that order walks them all to reach a due row).
+INSERT INTO job_status (job_id, kind, queue, payload, owner_user_id, owner_org_id, priority, run_at, created_at)
+SELECT gen_random_uuid(), $2::text, 'default', to_jsonb(i), 'bench', 'bench', 1, t + interval '1 day', t
+FROM generate_series(1, $1::int) AS i,
+     LATERAL (SELECT clock_timestamp() - interval '1 s' AS t) AS now_;
+
 -- name: count_queued
 SELECT count(*) FROM job_status WHERE status = 'queued';
 

@@ -60,21 +60,35 @@ SELECT * FROM job_status WHERE job_id = ANY($1::uuid[]);
 WITH wanted AS (
     SELECT * FROM unnest($2::text[], $3::int[]) AS w(queue, slots) WHERE w.slots > 0
 ),
+-- The best `slots` due rows of each (queue, kind), each an ordered range of
+-- the claim index (queue, kind, priority DESC, run_at, job_id) that stops
+-- after `slots` rows, whatever else the queue holds (jobs delayed into the
+-- future, other kinds); then the best `slots` of the queue across its kinds.
+-- run_at is compared with the statement's start, not clock_timestamp(): a
+-- stable value the index can test without reading the row; a job that became
+-- due during the statement is claimed by the next one (next_due says when).
+-- The few rows locked beyond a queue's slots are released at commit.
 due AS (
-    SELECT d.job_id, d.started_at AS previous_started_at
-    FROM wanted w
-    CROSS JOIN LATERAL (
-        SELECT job_id, started_at FROM job_status
-        WHERE status = 'queued' AND lease_token IS NULL AND queue = w.queue
-          AND run_at <= clock_timestamp() AND kind = ANY($1::text[])
-          -- A malformed row from before migration 0004 is left for
-          -- quarantine_malformed: leasing it would break the CHECK.
-          AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
-                              max_attempts, created_at, run_at) IS NULL
-        ORDER BY priority DESC, run_at, job_id
-        LIMIT w.slots
-        FOR UPDATE SKIP LOCKED
-    ) d
+    SELECT c.job_id, c.previous_started_at
+    FROM (
+        SELECT d.job_id, d.started_at AS previous_started_at, w.slots,
+               row_number() OVER (PARTITION BY w.queue ORDER BY d.priority DESC, d.run_at, d.job_id) AS rank
+        FROM wanted w
+        CROSS JOIN (SELECT DISTINCT kind FROM unnest($1::text[]) AS k(kind)) k
+        CROSS JOIN LATERAL (
+            SELECT job_id, started_at, priority, run_at FROM job_status
+            WHERE status = 'queued' AND lease_token IS NULL AND queue = w.queue AND kind = k.kind
+              AND run_at <= statement_timestamp()
+              -- A malformed row from before migration 0004 is left for
+              -- quarantine_malformed: leasing it would break the CHECK.
+              AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
+                                  max_attempts, created_at, run_at) IS NULL
+            ORDER BY priority DESC, run_at, job_id
+            LIMIT w.slots
+            FOR UPDATE SKIP LOCKED
+        ) d
+    ) c
+    WHERE c.rank <= c.slots
 ),
 claimed AS (
     UPDATE job_status j
@@ -97,9 +111,34 @@ SELECT c.* FROM claimed c CROSS JOIN announced;
 -- Seconds (by the database's clock) until the next not-yet-due job of these
 -- kinds and queues becomes due; null when none waits. A number, not a
 -- timestamp: no run_at, however far away, can fail to decode here.
-SELECT extract(epoch FROM min(run_at) - clock_timestamp())::double precision FROM job_status
-WHERE status = 'queued' AND lease_token IS NULL
-  AND kind = ANY($1::text[]) AND queue = ANY($2::text[]);
+-- The earliest run_at of a (queue, kind) is the first of one of its
+-- priorities in the claim index: the recursion visits each distinct priority
+-- (one index probe each), not each queued row.
+WITH RECURSIVE pairs AS (
+    SELECT DISTINCT q.queue, k.kind FROM unnest($2::text[]) AS q(queue) CROSS JOIN unnest($1::text[]) AS k(kind)
+),
+priorities AS (
+    SELECT p.queue, p.kind, (
+        SELECT j.priority FROM job_status j
+        WHERE j.status = 'queued' AND j.lease_token IS NULL AND j.queue = p.queue AND j.kind = p.kind
+        ORDER BY j.priority DESC LIMIT 1) AS priority
+    FROM pairs p
+    UNION ALL
+    SELECT p.queue, p.kind, (
+        SELECT j.priority FROM job_status j
+        WHERE j.status = 'queued' AND j.lease_token IS NULL AND j.queue = p.queue AND j.kind = p.kind
+          AND j.priority < p.priority
+        ORDER BY j.priority DESC LIMIT 1)
+    FROM priorities p WHERE p.priority IS NOT NULL
+)
+SELECT extract(epoch FROM min(f.run_at) - clock_timestamp())::double precision
+FROM priorities p
+CROSS JOIN LATERAL (
+    SELECT j.run_at FROM job_status j
+    WHERE j.status = 'queued' AND j.lease_token IS NULL AND j.queue = p.queue AND j.kind = p.kind
+      AND j.priority = p.priority
+    ORDER BY j.run_at LIMIT 1) f
+WHERE p.priority IS NOT NULL;
 
 -- name: apply_transitions
 -- Persist many jobs' transitions in one statement. Each row applies only if
@@ -209,19 +248,25 @@ wanted AS (
     WHERE w.slots > 0 AND freed.all_left
 ),
 due AS (
-    SELECT d.job_id, d.started_at AS previous_started_at
-    FROM wanted w
-    CROSS JOIN LATERAL (
-        SELECT job_id, started_at FROM job_status
-        WHERE status = 'queued' AND lease_token IS NULL AND queue = w.queue
-          AND run_at <= clock_timestamp() AND kind = ANY($12::text[])
-          AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
-                              max_attempts, created_at, run_at) IS NULL
-          AND job_id <> ALL($1::uuid[])
-        ORDER BY priority DESC, run_at, job_id
-        LIMIT w.slots
-        FOR UPDATE SKIP LOCKED
-    ) d
+    SELECT c.job_id, c.previous_started_at
+    FROM (
+        SELECT d.job_id, d.started_at AS previous_started_at, w.slots,
+               row_number() OVER (PARTITION BY w.queue ORDER BY d.priority DESC, d.run_at, d.job_id) AS rank
+        FROM wanted w
+        CROSS JOIN (SELECT DISTINCT kind FROM unnest($12::text[]) AS k(kind)) k
+        CROSS JOIN LATERAL (
+            SELECT job_id, started_at, priority, run_at FROM job_status
+            WHERE status = 'queued' AND lease_token IS NULL AND queue = w.queue AND kind = k.kind
+              AND run_at <= statement_timestamp()
+              AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
+                                  max_attempts, created_at, run_at) IS NULL
+              AND job_id <> ALL($1::uuid[])
+            ORDER BY priority DESC, run_at, job_id
+            LIMIT w.slots
+            FOR UPDATE SKIP LOCKED
+        ) d
+    ) c
+    WHERE c.rank <= c.slots
 ),
 claimed AS (
     UPDATE job_status j

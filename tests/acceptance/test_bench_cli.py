@@ -43,11 +43,12 @@ def test_bench_scale_only_json_has_the_scale_figures(pg_server: str) -> None:
     sleepers = scale["sleepers"]
     assert sleepers["jobs"] == 12 and sleepers["holding_rss_bytes"] > 0 and sleepers["idle_rss_bytes"] > 0
     large = scale["large_table"]
-    # The large table: its history plus the backlog; the empty one: what the claims (and warm-up) take.
-    assert large["rows"] == {"large": 130, "empty": (3 + 5) * 4}
-    for table in ("empty", "large"):
+    # The large table: its history plus the backlog; the empty one: what the
+    # claims (and warm-up) take; the unclaimable one: that plus two backlogs.
+    assert large["rows"] == {"large": 130, "empty": (3 + 5) * 4, "unclaimable": (3 + 5) * 4 + 2 * 80}
+    for table in ("empty", "large", "unclaimable"):
         assert large["claim"][table]["p50_ms"] > 0
         assert set(large["others"]) == {"queue_depth", "prune_batch", "next_due", "count_prunable"}
-    assert large["claim_p50_ratio"] > 0
+    assert large["claim_p50_ratio"] > 0 and large["unclaimable_p50_ratio"] > 0
     assert scale["idle_actors"]["alive"] == 300 and scale["tell"]["messages"] == 500
 

@@ -4,7 +4,6 @@ statement, database errors and reconnects, one registry per orchestrator."""
 from __future__ import annotations
 
 import json
-import urllib.parse
 from typing import Any
 
 import httpx
@@ -16,7 +15,7 @@ from orchestrator._store import open_store
 from tests.integration.helpers import ALICE, job_rows, make_orchestrator
 from tests.integration.http_helpers import serving
 from tests.integration.test_poison_rows import insert, migrate, nested
-from tests.pg import connections_refused, fetch
+from tests.pg import connections_refused, fetch, job_status_reads, with_settings
 from tests.unit.test_metrics import value
 
 #: The partial indexes of live jobs only (migrations 0001 and 0002).
@@ -98,24 +97,6 @@ async def test_database_errors_and_reconnects_are_counted(database_url: str, pg_
 
 
 
-def _with_settings(url: str, **settings: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query) + list(settings.items())
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-
-def _job_status_reads(plan: dict[str, Any]) -> list[str]:
-    """How an EXPLAIN (FORMAT JSON) plan reads job_status: each index used, or "Seq Scan"."""
-    found = []
-    if plan.get("Relation Name") == "job_status" and plan["Node Type"] == "Seq Scan":
-        found.append("Seq Scan")
-    if plan.get("Index Name", "").startswith("job_status"):  # bitmap index scans name no relation
-        found.append(plan["Index Name"])
-    for child in plan.get("Plans", []):
-        found.extend(_job_status_reads(child))
-    return found
-
-
 async def test_the_queue_depth_counts_every_live_job_through_the_live_rows_indexes(database_url: str) -> None:
     producer = make_orchestrator(database_url, metrics_interval=None)
     async with producer.running(work=False):
@@ -137,10 +118,10 @@ async def test_the_queue_depth_counts_every_live_job_through_the_live_rows_index
     assert value(text, "orchestrator_queue_depth", state="completed") == 0
     # Where it can, the planner reads the table only through indexes that hold
     # live rows alone: never the whole table, nor an index of every row.
-    explain = _with_settings(database_url, search_path="orchestrator", enable_seqscan="off")
+    explain = with_settings(database_url, search_path="orchestrator", enable_seqscan="off")
     [row] = await fetch(explain, "EXPLAIN (FORMAT JSON) " + query("queue_depth"), 0.0)
     plan = json.loads(row[0])[0]["Plan"]
-    reads = _job_status_reads(plan)
+    reads = job_status_reads(plan)
     assert reads and set(reads) <= LIVE_INDEXES, reads
 
 
