@@ -13,7 +13,6 @@ the row to learn which.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -371,9 +370,7 @@ class JobActor(Actor[JobMessage]):
             self._handler_scope = scope
             try:
                 payload = definition.validate(self.job.payload)
-                with self._current_span(), trio.fail_after(
-                    definition.timeout if definition.timeout is not None else math.inf
-                ):
+                with self._current_span(), self._timeout():
                     result = await definition.handler(context, payload)
                 outcome = _returned(result)
             except trio.TooSlowError:
@@ -384,12 +381,19 @@ class JobActor(Actor[JobMessage]):
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug("job %s (%s) attempt %d raised %r", self.job.id, self.job.kind, self.job.attempt, exc)
                 outcome = HandlerRaised(describe_error(exc), retryable=_is_retryable(exc))
+        # The handler is done: nothing is left to cancel (trio's cancel()
+        # formats the calling task's repr even for a scope already exited).
+        self._handler_scope = None
         if scope.cancelled_caught:
             return
         try:
             await self.ref.tell(outcome)
         except ActorDead:
             pass
+
+    def _timeout(self) -> AbstractContextManager[Any]:
+        timeout = self._definition.timeout
+        return nullcontext() if timeout is None else trio.fail_after(timeout)
 
     def _current_span(self) -> AbstractContextManager[Any]:
         # The handler's own spans become children of the attempt's.

@@ -165,6 +165,31 @@ async def a_delayed_job_is_not_claimed_before_it_is_due(store: TrioStorePort) ->
 
 
 @scenario
+async def a_claim_across_kinds_takes_the_queues_best_by_priority(store: TrioStorePort) -> None:
+    jobs = {}
+    for kind, priority in [("work", 0), ("extra", 5), ("work", 9), ("extra", 1), ("work", 3)]:
+        [jobs[kind, priority]] = await submit(store, kind=kind, priority=priority)
+    first = await store.claim(kinds=["work", "extra"], slots={"default": 3}, node=NODE, lease_seconds=LEASE)
+    assert {c["job_id"] for c in first} == {jobs[k]["job_id"] for k in [("work", 9), ("extra", 5), ("work", 3)]}
+    second = await store.claim(kinds=["extra"], slots={"default": 3}, node=NODE, lease_seconds=LEASE)
+    assert [c["job_id"] for c in second] == [jobs["extra", 1]["job_id"]]
+
+
+@scenario
+async def next_due_is_the_earliest_run_at_across_priorities_and_kinds(store: TrioStorePort) -> None:
+    for priority, delay in [(5, 3600), (0, 60), (-1, 1800)]:
+        await submit(store, priority=priority, delay=delay)
+    await submit(store, kind="extra", delay=30)
+    await submit(store, queue="fast", delay=10)
+    due = await store.next_due(kinds=["work"], queues=["default"])
+    assert due is not None and 55 < due <= 60
+    due = await store.next_due(kinds=["work", "extra"], queues=["default"])
+    assert due is not None and 25 < due <= 30
+    due = await store.next_due(kinds=["work", "extra"], queues=["default", "fast"])
+    assert due is not None and 5 < due <= 10
+
+
+@scenario
 async def transitions_apply_only_from_the_expected_state_and_token(store: TrioStorePort) -> None:
     await submit(store)
     [c] = await claim(store)

@@ -3,6 +3,8 @@
 A queue that holds many jobs a node cannot claim (delayed into the future,
 or of kinds it does not run) must cost its claims nothing: the plans below
 are read with EXPLAIN ANALYZE, so these tests count rows, not milliseconds.
+What the claim and next_due answer across kinds and priorities is in the
+store contract (tests/store_contract.py), for both adapters.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import json
 from typing import Any
 
 from orchestrator._queries import query
-from orchestrator._store import open_store
 from tests.pg import fetch, job_status_reads, with_settings
 
 NODE = "claim-index-node"
@@ -19,16 +20,16 @@ NODE = "claim-index-node"
 BACKLOG = 200
 
 
-async def insert(url: str, count: int, *, kind: str, priority: int = 0, delay: float = 0.0, queue: str = "default") -> None:
+async def insert(url: str, count: int, *, kind: str, priority: int = 0, delay: float = 0.0) -> None:
     """``count`` queued jobs, due ``delay`` seconds from now (already due, for 0)."""
     await fetch(
         url,
         "INSERT INTO orchestrator.job_status (job_id, kind, queue, payload, owner_user_id, owner_org_id, priority,"
         " run_at, created_at)"
-        " SELECT gen_random_uuid(), $2, $3, to_jsonb(i), 'alice', 'acme', $4,"
-        " clock_timestamp() + make_interval(secs => $5) - interval '1 s', clock_timestamp() - interval '1 s'"
+        " SELECT gen_random_uuid(), $2, 'default', to_jsonb(i), 'alice', 'acme', $3,"
+        " clock_timestamp() + make_interval(secs => $4) - interval '1 s', clock_timestamp() - interval '1 s'"
         " FROM generate_series(1, $1::int) AS i",
-        count, kind, queue, priority, delay,
+        count, kind, priority, delay,
     )  # fmt: skip
 
 
@@ -77,19 +78,6 @@ async def test_a_claim_reads_no_row_of_a_backlog_it_cannot_claim(database_url: s
     assert [(r["kind"], r["priority"]) for r in claimed] == [("gated", 5), ("gated", 5), ("double", 0), ("double", 0)]
 
 
-async def test_a_claim_across_kinds_takes_the_best_of_the_queue_in_priority_order(database_url: str) -> None:
-    for kind, priority in [("double", 0), ("gated", 5), ("double", 9), ("gated", 1), ("double", 3)]:
-        await insert(database_url, 1, kind=kind, priority=priority)
-    await insert(database_url, 1, kind="double", priority=7, queue="slow")
-    async with open_store(database_url) as store:
-        first = await store.claim(kinds=["double", "gated"], slots={"default": 3, "slow": 0}, node=NODE, lease_seconds=30)
-        second = await store.claim(kinds=["gated", "double"], slots={"default": 3, "slow": 1}, node=NODE, lease_seconds=30)
-    assert sorted((r["kind"], r["priority"]) for r in first) == [("double", 3), ("double", 9), ("gated", 5)]
-    assert sorted((r["queue"], r["kind"], r["priority"]) for r in second) == [
-        ("default", "double", 0), ("default", "gated", 1), ("slow", "double", 7),
-    ]  # fmt: skip
-
-
 async def test_next_due_reads_a_row_per_priority_not_per_job(database_url: str) -> None:
     for priority in (5, 0, -1):
         await insert(database_url, BACKLOG, kind="double", priority=priority, delay=3600)
@@ -100,20 +88,3 @@ async def test_next_due_reads_a_row_per_priority_not_per_job(database_url: str) 
     # their first run_at: six rows (EXPLAIN rounds each loop's average up, so
     # a little more), against the 600 delayed ones.
     assert rows_read(plan) < 10, rows_read(plan)
-
-
-async def test_next_due_is_the_earliest_run_at_across_priorities_kinds_and_queues(database_url: str) -> None:
-    async with open_store(database_url) as store:
-        assert await store.next_due(kinds=["double"], queues=["default"]) is None
-        await insert(database_url, 2, kind="double", priority=5, delay=3600)
-        await insert(database_url, 2, kind="double", priority=0, delay=61)
-        await insert(database_url, 2, kind="double", priority=-1, delay=1801)
-        await insert(database_url, 2, kind="gated", priority=0, delay=31)
-        await insert(database_url, 2, kind="elsewhere", delay=11)  # a kind not asked about
-        await insert(database_url, 2, kind="double", delay=6, queue="slow")  # a queue not asked about
-        due = await store.next_due(kinds=["double"], queues=["default"])
-        assert due is not None and 55 < due <= 60
-        due = await store.next_due(kinds=["double", "gated"], queues=["default"])
-        assert due is not None and 25 < due <= 30
-        due = await store.next_due(kinds=["double", "gated"], queues=["default", "slow"])
-        assert due is not None and 0 < due <= 5
