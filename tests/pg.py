@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -58,13 +58,19 @@ def with_settings(url: str, **settings: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan, the root first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
 def job_status_reads(plan: dict[str, Any]) -> list[str]:
     """How an EXPLAIN (FORMAT JSON) plan reads job_status: each index used, or "Seq Scan"."""
     found = []
-    if plan.get("Relation Name") == "job_status" and plan["Node Type"] == "Seq Scan":
-        found.append("Seq Scan")
-    if plan.get("Index Name", "").startswith("job_status"):  # bitmap index scans name no relation
-        found.append(plan["Index Name"])
-    for child in plan.get("Plans", []):
-        found.extend(job_status_reads(child))
+    for node in plan_nodes(plan):
+        if node.get("Relation Name") == "job_status" and node["Node Type"] == "Seq Scan":
+            found.append("Seq Scan")
+        if node.get("Index Name", "").startswith("job_status"):  # bitmap index scans name no relation
+            found.append(node["Index Name"])
     return found

@@ -3,9 +3,10 @@
 Three fresh databases on the same server: *empty* holds only the queued rows
 the timed claims take; *large* holds ``history`` completed rows of another
 kind plus ``backlog`` queued ones; *unclaimable* holds the rows the claims
-take plus two backlogs in the same queue that no claim may take: ``backlog``
-jobs of the claimed kind delayed by a day, and ``backlog`` due jobs of a kind
-the claimer does not run. The same ``claim_jobs`` statement (through the
+take plus two backlogs in the same queue that no claim may take, both ahead
+of them in the queue's order: ``backlog`` jobs of the claimed kind delayed by
+a day at a higher priority, and ``backlog`` due jobs of a kind the claimer
+does not run. The same ``claim_jobs`` statement (through the
 store, as the dispatcher runs it, ``concurrency`` slots) is timed on each in
 turn, the order rotating, so that the machine's noise hits all alike; the
 jobs each claim took are then completed (untimed), as a worker would, so the

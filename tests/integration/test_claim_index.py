@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from orchestrator._queries import query
-from tests.pg import fetch, job_status_reads, with_settings
+from tests.pg import fetch, job_status_reads, plan_nodes, with_settings
 
 NODE = "claim-index-node"
 #: Rows of each kind of backlog the claim must not read.
@@ -44,10 +44,7 @@ async def analyzed(url: str, name: str, *args: Any) -> dict[str, Any]:
 
 def job_status_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """The plan's nodes that read job_status."""
-    found = [plan] if plan.get("Relation Name") == "job_status" else []
-    for child in plan.get("Plans", []):
-        found.extend(job_status_scans(child))
-    return found
+    return [node for node in plan_nodes(plan) if node.get("Relation Name") == "job_status"]
 
 
 def rows_read(plan: dict[str, Any]) -> int:
