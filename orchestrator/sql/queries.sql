@@ -81,8 +81,8 @@ due AS (
               AND run_at <= statement_timestamp()
               -- A malformed row from before migration 0004 is left for
               -- quarantine_malformed: leasing it would break the CHECK.
-              AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
-                                  max_attempts, created_at, run_at) IS NULL
+              AND job_row_well_formed(kind, queue, owner_user_id, owner_org_id, unique_key,
+                                      max_attempts, created_at, run_at)
             ORDER BY priority DESC, run_at, job_id
             LIMIT w.slots
             FOR UPDATE SKIP LOCKED
@@ -258,8 +258,8 @@ due AS (
             SELECT job_id, started_at, priority, run_at FROM job_status
             WHERE status = 'queued' AND lease_token IS NULL AND queue = w.queue AND kind = k.kind
               AND run_at <= statement_timestamp()
-              AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
-                                  max_attempts, created_at, run_at) IS NULL
+              AND job_row_well_formed(kind, queue, owner_user_id, owner_org_id, unique_key,
+                                      max_attempts, created_at, run_at)
               AND job_id <> ALL($1::uuid[])
             ORDER BY priority DESC, run_at, job_id
             LIMIT w.slots
@@ -376,8 +376,8 @@ decided AS (
            job_row_problem(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
                            j.max_attempts, j.created_at, j.run_at) AS problem,
            CASE
-               WHEN job_row_problem(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
-                                    j.max_attempts, j.created_at, j.run_at) IS NOT NULL THEN 'invalid'
+               WHEN NOT job_row_well_formed(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
+                                            j.max_attempts, j.created_at, j.run_at) THEN 'invalid'
                WHEN j.status = 'queued' THEN 'queued'
                WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
                WHEN j.attempt < j.max_attempts THEN 'retry'
@@ -422,8 +422,8 @@ WITH bad AS (
                            max_attempts, created_at, run_at) AS problem
     FROM job_status
     WHERE status IN ('queued', 'active')
-      AND job_row_problem(kind, queue, owner_user_id, owner_org_id, unique_key,
-                          max_attempts, created_at, run_at) IS NOT NULL
+      AND NOT job_row_well_formed(kind, queue, owner_user_id, owner_org_id, unique_key,
+                                  max_attempts, created_at, run_at)
     ORDER BY job_id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
