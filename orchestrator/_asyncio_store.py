@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import uuid
@@ -177,14 +176,14 @@ class AsyncioStore:
         max_attempts: int,
         delay: float,
         job_ids: Sequence[uuid.UUID],
-        payloads: Sequence[Any],
+        payloads_json: Sequence[str],
         unique_keys: Sequence[str | None],
         trace_context: Mapping[str, str] | None = None,
     ) -> list[Row]:
         """Insert queued jobs of one kind, in one statement (``submit_jobs``)."""
         return await self.fetch(
             "submit_jobs", kind, queue, owner_user_id, owner_org_id, priority, max_attempts,
-            float(delay), list(job_ids), [json.dumps(p) for p in payloads], list(unique_keys),
+            float(delay), list(job_ids), list(payloads_json), list(unique_keys),
             None if trace_context is None else dict(trace_context),
         )  # fmt: skip
 

@@ -63,6 +63,15 @@ def _jsonb(value: Any, column: str) -> Any:
         raise StoreError(f"PostgreSQL rejected a statement: invalid {column}: {exc}", sqlstate="22P02") from exc
 
 
+def _jsonb_text(text: str, column: str) -> Any:
+    """JSON ``text`` as it comes back from a jsonb column, or the error
+    PostgreSQL gives for text that is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StoreError(f"PostgreSQL rejected a statement: invalid input syntax for type json: {exc}", sqlstate="22P02") from exc
+
+
 @dataclass(slots=True)
 class JobRow:
     """One row of ``job_status``."""
@@ -324,7 +333,7 @@ class MemoryStore:
         max_attempts: int,
         delay: float,
         job_ids: Sequence[uuid.UUID],
-        payloads: Sequence[Any],
+        payloads_json: Sequence[str],
         unique_keys: Sequence[str | None],
         trace_context: Mapping[str, str] | None = None,
     ) -> list[Row]:
@@ -339,13 +348,13 @@ class MemoryStore:
         }
         inserted: list[JobRow] = []
         matched: list[JobRow] = []
-        for job_id, payload, key in zip(job_ids, payloads, unique_keys):
+        for job_id, payload, key in zip(job_ids, payloads_json, unique_keys):
             if key is not None and key in taken:
                 if taken[key] not in matched and taken[key] not in inserted:
                     matched.append(taken[key])
                 continue
             job = JobRow(
-                job_id=job_id, kind=kind, queue=queue, payload=_jsonb(payload, "payload"),
+                job_id=job_id, kind=kind, queue=queue, payload=_jsonb_text(payload, "payload"),
                 owner_user_id=owner_user_id, owner_org_id=owner_org_id, priority=priority,
                 max_attempts=max_attempts, run_at=now + timedelta(seconds=delay), created_at=now, unique_key=key,
                 trace_context=None if trace_context is None else dict(trace_context),

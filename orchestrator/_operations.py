@@ -95,11 +95,11 @@ async def submit_jobs(
     if not given:
         return []
     with submitting(tracing, options.kind, options.queue, len(given)) as submission:
-        data = [
+        payloads_json = [
             encode_payload(payload_type, p, limits, field="payload" if single else f"payloads[{i}]")
             for i, p in enumerate(given)
         ]
-        job_ids = [uuid.uuid4() for _ in data]
+        job_ids = [uuid.uuid4() for _ in payloads_json]
         rows = await store.submit(
             kind=options.kind,
             queue=options.queue,
@@ -109,7 +109,7 @@ async def submit_jobs(
             max_attempts=options.max_attempts,
             delay=options.delay,
             job_ids=job_ids,
-            payloads=data,
+            payloads_json=payloads_json,
             unique_keys=options.unique_keys,
             trace_context=submission.trace_context,
         )

@@ -188,7 +188,7 @@ def check_payload(payload_type: TypeAdapter[Any], payload: Any, limits: PayloadL
         InvalidInput: naming the field of the payload that is wrong.
     """
     try:
-        return encode_payload(payload_type, payload, limits)
+        return json.loads(encode_payload(payload_type, payload, limits))
     except ValidationError as exc:
         field_name, message = "payload", "does not fit the handler's type"
         for first in exc.errors()[:1]:

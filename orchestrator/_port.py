@@ -49,7 +49,7 @@ class ProducerPort(Protocol):
         max_attempts: int,
         delay: float,
         job_ids: Sequence[uuid.UUID],
-        payloads: Sequence[Any],
+        payloads_json: Sequence[str],
         unique_keys: Sequence[str | None],
         trace_context: Mapping[str, str] | None = None,
     ) -> list[Row]: ...

@@ -224,8 +224,10 @@ def check_submission(
     )
 
 
-def encode_payload(adapter: TypeAdapter[Any], payload: Any, limits: PayloadLimits, *, field: str = "payload") -> Any:
-    """The payload as the JSON-ready data to store, after the handler's type.
+def encode_payload(adapter: TypeAdapter[Any], payload: Any, limits: PayloadLimits, *, field: str = "payload") -> str:
+    """The payload as the JSON text to store, after the handler's type.
+
+    Encoded once: the text whose size is checked is the text stored.
 
     What is stored must be what the handler gets back, so nothing is
     dropped or changed on the way: NaN and infinities, NUL characters and
@@ -238,19 +240,26 @@ def encode_payload(adapter: TypeAdapter[Any], payload: Any, limits: PayloadLimit
         pydantic.ValidationError: the payload does not fit the handler's
             type (naming the field, as pydantic does).
     """
-    untyped = adapter.core_schema.get("type") == "any"
-    check_json(field, payload, limits, strict=untyped)
-    try:
-        data = adapter.dump_python(adapter.validate_python(payload), mode="json")
-    except ValidationError:
-        raise
-    except (PydanticSerializationError, UnicodeError, ValueError, TypeError, RecursionError) as exc:
-        raise _refuse(field, f"cannot be stored as JSON: {type(exc).__name__}: {_first_line(exc)}") from None
-    stored = check_json(field, data, limits, strict=True)
-    size = _encoded_size(stored)
+    if adapter.core_schema.get("type") == "any":
+        # Untyped: the strict walk's copy is the JSON data to store, as
+        # pydantic's dump of it would be.
+        stored = check_json(field, payload, limits, strict=True)
+    else:
+        check_json(field, payload, limits, strict=False)
+        try:
+            data = adapter.dump_python(adapter.validate_python(payload), mode="json")
+        except ValidationError:
+            raise
+        except (PydanticSerializationError, UnicodeError, ValueError, TypeError, RecursionError) as exc:
+            raise _refuse(field, f"cannot be stored as JSON: {type(exc).__name__}: {_first_line(exc)}") from None
+        stored = check_json(field, data, limits, strict=True)
+    text = json.dumps(stored, ensure_ascii=False, separators=(",", ":"))
+    # Bytes, as PostgreSQL counts them; only text with non-ASCII characters
+    # is longer in UTF-8 than in characters.
+    size = len(text) if text.isascii() else len(text.encode("utf-8"))
     if size > limits.max_bytes:
         raise _refuse(field, f"must encode to at most {limits.max_bytes:,} bytes of JSON, got {size:,}")
-    return stored
+    return text
 
 
 def check_json(field: str, value: Any, limits: PayloadLimits, *, strict: bool) -> Any:
@@ -319,10 +328,6 @@ def _check_text(path: str, text: str) -> None:
     if bad is not None:
         what = "NUL" if bad.group() == "\x00" else f"a lone surrogate U+{ord(bad.group()):04X}"
         raise _refuse(path, f"strings cannot hold {what} (found at position {bad.start()}): {quote_prefix(text)}")
-
-
-def _encoded_size(data: Any) -> int:
-    return len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
 def _first_line(exc: BaseException) -> str:

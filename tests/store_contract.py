@@ -55,7 +55,7 @@ async def submit(
     ids = [uuid.uuid4() for _ in range(n)]
     return await store.submit(
         kind=kind, queue=queue, owner_user_id=user, owner_org_id=org, priority=priority,
-        max_attempts=max_attempts, delay=delay, job_ids=ids, payloads=[{"i": i} for i in range(n)],
+        max_attempts=max_attempts, delay=delay, job_ids=ids, payloads_json=[f'{{"i": {i}}}' for i in range(n)],
         unique_keys=list(unique_keys) if unique_keys is not None else [None] * n, trace_context=trace_context,
     )  # fmt: skip
 

@@ -50,7 +50,7 @@ async def submit(store: Store, n: int, *, max_attempts: int = 1) -> list[str]:
     job_ids = [uuid.uuid4() for _ in range(n)]
     await store.submit(
         kind="k", queue="default", owner_user_id="alice", owner_org_id="acme", priority=0,
-        max_attempts=max_attempts, delay=0.0, job_ids=job_ids, payloads=[{}] * n, unique_keys=[None] * n,
+        max_attempts=max_attempts, delay=0.0, job_ids=job_ids, payloads_json=["{}"] * n, unique_keys=[None] * n,
     )  # fmt: skip
     return sorted(str(j) for j in job_ids)
 

@@ -337,7 +337,7 @@ async def step(world: World, data: st.DataObject) -> None:
             await store.submit(
                 kind="work", queue="default", owner_user_id=OWNER.user_id, owner_org_id=OWNER.org_id,
                 priority=0, max_attempts=data.draw(st.integers(1, 3), label="max_attempts"), delay=0.0,
-                job_ids=ids, payloads=[{}] * n, unique_keys=[None] * n,
+                job_ids=ids, payloads_json=["{}"] * n, unique_keys=[None] * n,
             )  # fmt: skip
         except DatabaseUnavailable:
             return
@@ -504,7 +504,7 @@ async def one_job_world(max_attempts: int) -> AsyncIterator[tuple[World, uuid.UU
         await world.start_node()
         await store.submit(
             kind="work", queue="default", owner_user_id=OWNER.user_id, owner_org_id=OWNER.org_id, priority=0,
-            max_attempts=max_attempts, delay=0.0, job_ids=[job_id], payloads=[{}], unique_keys=[None],
+            max_attempts=max_attempts, delay=0.0, job_ids=[job_id], payloads_json=["{}"], unique_keys=[None],
         )  # fmt: skip
         await settle(world)
         yield world, job_id

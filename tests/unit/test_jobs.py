@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import __future__
+import json
 import random
 from typing import Any
 
@@ -144,7 +145,7 @@ def definition(kind: str = "ship", queue: str = "default") -> JobDefinition:
 
 def test_validate_returns_the_handler_type() -> None:
     assert definition().validate({"sku": "A-1", "quantity": "3"}) == Order(sku="A-1", quantity=3)
-    stored = encode_payload(definition().payload, Order(sku="A-1", quantity=3), PayloadLimits())
+    stored = json.loads(encode_payload(definition().payload, Order(sku="A-1", quantity=3), PayloadLimits()))
     assert stored == {"sku": "A-1", "quantity": 3}
 
 

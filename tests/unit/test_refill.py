@@ -66,7 +66,7 @@ async def submit(store: MemoryStore, n: int, *, queue: str = "default", priority
     ids = [uuid.UUID(int=start + i + 1) for i in range(n)]
     await store.submit(
         kind="work", queue=queue, owner_user_id=OWNER.user_id, owner_org_id=OWNER.org_id, priority=priority,
-        max_attempts=1, delay=0.0, job_ids=ids, payloads=[{}] * n, unique_keys=[None] * n,
+        max_attempts=1, delay=0.0, job_ids=ids, payloads_json=["{}"] * n, unique_keys=[None] * n,
     )  # fmt: skip
     return ids
 

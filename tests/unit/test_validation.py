@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -131,14 +132,28 @@ def test_untyped_payloads_are_json_data_jsonb_can_hold(payload: Any, field: str)
     assert error.field.startswith(field), error
 
 
+def stored(adapter: TypeAdapter[Any], payload: Any, limits: PayloadLimits) -> Any:
+    """What ``encode_payload`` stores, as the handler gets it back."""
+    return json.loads(encode_payload(adapter, payload, limits))
+
+
 def test_depth_and_size_limits_are_configurable() -> None:
     deep: Any = []
     for _ in range(10):
         deep = [deep]
-    assert encode_payload(ANY, deep, PayloadLimits(max_depth=11)) == deep
+    assert stored(ANY, deep, PayloadLimits(max_depth=11)) == deep
     assert "deeper than 5 levels" in refusal(encode_payload, ANY, deep, PayloadLimits(max_depth=5)).reason
     assert "at most 100 bytes" in refusal(encode_payload, ANY, {"pad": "x" * 200}, PayloadLimits(max_bytes=100)).reason
     assert refusal(PayloadLimits, max_bytes=1).field == "max_payload_bytes"
+
+
+def test_the_size_limit_counts_the_stored_texts_utf8_bytes() -> None:
+    # {"pad":"..."} is 10 characters around the padding.
+    limits = PayloadLimits(max_bytes=100)
+    assert encode_payload(ANY, {"pad": "x" * 90}, limits) == '{"pad":"' + "x" * 90 + '"}'
+    assert "got 101" in refusal(encode_payload, ANY, {"pad": "x" * 91}, limits).reason
+    assert encode_payload(ANY, {"pad": "é" * 45}, limits) == '{"pad":"' + "é" * 45 + '"}'
+    assert "got 102" in refusal(encode_payload, ANY, {"pad": "é" * 46}, limits).reason
     assert refusal(PayloadLimits, max_depth=0).field == "max_payload_depth"
 
 
@@ -159,12 +174,12 @@ JSON = st.recursive(
 
 @given(JSON)
 def test_plain_json_is_stored_exactly_as_given(payload: Any) -> None:
-    assert encode_payload(ANY, payload, LIMITS) == payload
+    assert stored(ANY, payload, LIMITS) == payload
 
 
 def test_tuples_become_arrays_and_large_floats_exact_integers() -> None:
-    assert encode_payload(ANY, {"t": (1, 2)}, LIMITS) == {"t": [1, 2]}
-    assert encode_payload(ANY, {"f": 2.0**60}, LIMITS) == {"f": 2**60}
+    assert stored(ANY, {"t": (1, 2)}, LIMITS) == {"t": [1, 2]}
+    assert stored(ANY, {"f": 2.0**60}, LIMITS) == {"f": 2**60}
 
 
 class Size(BaseModel):
@@ -174,8 +189,8 @@ class Size(BaseModel):
 
 def test_a_typed_payload_is_checked_by_its_model_then_by_the_boundary() -> None:
     adapter = TypeAdapter(Size)
-    assert encode_payload(adapter, {"w": 2}, LIMITS) == {"w": 2, "label": ""}
-    assert encode_payload(adapter, Size(w=3), LIMITS) == {"w": 3, "label": ""}
+    assert stored(adapter, {"w": 2}, LIMITS) == {"w": 2, "label": ""}
+    assert stored(adapter, Size(w=3), LIMITS) == {"w": 3, "label": ""}
     with pytest.raises(ValidationError):
         encode_payload(adapter, {"w": "wide"}, LIMITS)
     assert refusal(encode_payload, adapter, {"w": 1, "label": "a\x00"}, LIMITS).field == "payload.label"
