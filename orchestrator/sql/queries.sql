@@ -372,18 +372,23 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ),
 decided AS (
-    SELECT j.job_id,
-           job_row_problem(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
-                           j.max_attempts, j.created_at, j.run_at) AS problem,
+    SELECT j.job_id, p.problem,
            CASE
-               WHEN NOT job_row_well_formed(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
-                                            j.max_attempts, j.created_at, j.run_at) THEN 'invalid'
+               WHEN p.problem IS NOT NULL THEN 'invalid'
                WHEN j.status = 'queued' THEN 'queued'
                WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
                WHEN j.attempt < j.max_attempts THEN 'retry'
                ELSE 'failed'
            END AS outcome
     FROM job_status j JOIN expired USING (job_id)
+    -- The message (job_row_problem is not inlined) only for a row that needs one.
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN NOT job_row_well_formed(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
+                                                 j.max_attempts, j.created_at, j.run_at)
+                    THEN job_row_problem(j.kind, j.queue, j.owner_user_id, j.owner_org_id, j.unique_key,
+                                         j.max_attempts, j.created_at, j.run_at)
+               END AS problem
+    ) p
 ),
 rescued AS (
     UPDATE job_status j

@@ -189,3 +189,24 @@ async def test_a_store_error_on_one_write_fails_that_job_only(database_url: str)
     assert isinstance(results["bad"], StoreError) and results["bad"].constraint == "job_status_progress_check"
     assert results["good"] is False  # applied nowhere (no such job), but not an error
     assert row["status"] == "active"
+
+
+async def test_an_expired_lease_on_a_malformed_row_fails_it_with_the_rule(empty_database_url: str) -> None:
+    url = empty_database_url
+    await migrate(url, 3)
+    malformed = await insert(url, user="")
+    healthy = await insert(url)
+    # Both leased by a node that stopped renewing, before migration 0004.
+    await fetch(
+        url,
+        "UPDATE orchestrator.job_status SET status = 'active', started_at = now(), lease_node = 'gone',"
+        " lease_token = 1, lease_expires_at = now() - interval '1 minute'",
+    )
+    await migrate(url)
+    async with open_store(url) as store:
+        rescued = {r["job_id"]: r["outcome"] for r in await store.rescue_expired()}
+    assert rescued == {malformed: "invalid", healthy: "failed"}
+    errors = {r["job_id"]: json.loads(r["error"]) for r in await job_rows(url)}
+    assert errors[malformed]["type"] == "InvalidJob"
+    assert "owner_user_id: must not be empty" in errors[malformed]["message"]
+    assert errors[healthy]["type"] == "LeaseExpired"
