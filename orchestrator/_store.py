@@ -46,6 +46,15 @@ READ_STATEMENTS = frozenset(
     }
 )  # fmt: skip
 
+#: The lifecycle's hot statements, run with generic plans: planned once per
+#: connection instead of on every call. Under the default ``plan_cache_mode``
+#: PostgreSQL never switches them to a generic plan (it costs the claim for
+#: ten queues where the custom plan sees one), so it spent about 15% of each
+#: call planning. Every other statement keeps the default: a filtered listing
+#: needs a plan for the filters it was given. Their generic plans are checked
+#: on a large table in tests/integration/test_generic_plans.py.
+GENERIC_PLAN_STATEMENTS = frozenset({"claim_jobs", "apply_transitions", "apply_transitions_and_claim"})
+
 #: Notification channels, each prefixed with the schema name.
 JOBS_CHANNEL = "jobs"
 DONE_CHANNEL = "done"
@@ -226,6 +235,8 @@ class Store:
         self._idle: list[asyncpg.Connection] = []
         self._slots = trio.Semaphore(size)
         self._all: list[asyncpg.Connection] = []
+        #: Connections whose session runs prepared statements with generic plans.
+        self._generic: set[asyncpg.Connection] = set()
         self._loop: Any = None
         #: Statements run, by name: the figure to drive down.
         self.statements: dict[str, int] = {}
@@ -279,10 +290,15 @@ class Store:
         return conn
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """Borrow a connection; it goes back to the pool only if healthy."""
+    async def connection(self, *, generic: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """Borrow a connection; it goes back to the pool only if healthy.
+
+        Args:
+            generic: prefer an idle connection already set for generic plans
+                (else one that is not); :meth:`use_plans` sets it.
+        """
         async with self._slots:
-            conn = self._take_idle() or await self.connect()
+            conn = self._take_idle(generic) or await self.connect()
             healthy = False
             try:
                 yield conn
@@ -300,15 +316,31 @@ class Store:
                     self._forget(conn, dropped=True)
                     conn.terminate()
 
-    def _take_idle(self) -> asyncpg.Connection | None:
+    def _take_idle(self, generic: bool = False) -> asyncpg.Connection | None:
         # Connections the server closed while idle (a restart, a terminated
         # backend) are dropped here rather than failing the caller.
         while self._idle:
-            conn = self._idle.pop()
+            # The most recently returned one in the wanted plan mode, so that
+            # switching modes (a round trip) is rare; else the latest.
+            index = next(
+                (i for i in range(len(self._idle) - 1, -1, -1) if (self._idle[i] in self._generic) == generic), -1
+            )
+            conn = self._idle.pop(index)
             if not conn.is_closed():
                 return conn
             self._forget(conn, dropped=True)
         return None
+
+    async def use_plans(self, conn: asyncpg.Connection, *, generic: bool) -> None:
+        """Set ``conn``'s session for generic plans (or back to the default), if it is not already."""
+        if (conn in self._generic) == generic:
+            return
+        self.statements["set_plan_cache_mode"] = self.statements.get("set_plan_cache_mode", 0) + 1
+        await self._aio(conn.fetchval, query("set_plan_cache_mode"), "force_generic_plan" if generic else "auto")
+        if generic:
+            self._generic.add(conn)
+        else:
+            self._generic.discard(conn)
 
     def _drop_idle(self) -> None:
         while self._idle:
@@ -317,6 +349,7 @@ class Store:
             conn.terminate()
 
     def _forget(self, conn: asyncpg.Connection, *, dropped: bool = False) -> None:
+        self._generic.discard(conn)
         if conn in self._all:
             self._all.remove(conn)
             self._dropped += dropped
@@ -330,6 +363,7 @@ class Store:
                     conn.terminate()
             self._all.clear()
             self._idle.clear()
+            self._generic.clear()
 
     async def fetch(self, name: str, *args: Any) -> list[Row]:
         """Run statement ``name``; all rows."""
@@ -351,6 +385,7 @@ class Store:
         try:
             if conn is not None:
                 # A pinned connection: no second try on another one.
+                await self.use_plans(conn, generic=name in GENERIC_PLAN_STATEMENTS)
                 return await self._aio(getattr(conn, method), query(name), *args)
             return await self._run_once_more(method, name, args)
         except DatabaseUnavailable:
@@ -364,16 +399,20 @@ class Store:
 
     async def _run_once_more(self, method: str, name: str, args: tuple[Any, ...]) -> Any:
         sql = query(name)
+        generic = name in GENERIC_PLAN_STATEMENTS
         for attempt in (1, 2):
-            async with self.connection() as conn:
+            async with self.connection(generic=generic) as conn:
+                sent = False
                 try:
+                    await self.use_plans(conn, generic=generic)
+                    sent = True
                     return await self._aio(getattr(conn, method), sql, *args)
                 except DatabaseUnavailable as exc:
                     # Whatever broke this connection (a restart, a mass
                     # termination) broke its idle siblings too.
                     conn.terminate()
                     self._drop_idle()
-                    if attempt == 1 and may_retry(name, exc):
+                    if attempt == 1 and (not sent or may_retry(name, exc)):
                         continue
                     raise
         raise AssertionError("unreachable")

@@ -74,3 +74,16 @@ def job_status_reads(plan: dict[str, Any]) -> list[str]:
         if node.get("Index Name", "").startswith("job_status"):  # bitmap index scans name no relation
             found.append(node["Index Name"])
     return found
+
+
+def job_status_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan's nodes that read job_status."""
+    return [node for node in plan_nodes(plan) if node.get("Relation Name") == "job_status"]
+
+
+def rows_read(plan: dict[str, Any]) -> int:
+    """Rows the plan's reads of job_status produced or filtered out, over all their loops."""
+    return sum(
+        (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+        for node in job_status_scans(plan)
+    )

@@ -105,7 +105,9 @@ claimed AS (
               j.trace_context
 ),
 announced AS (SELECT announce_jobs(NULL, array_agg(job_id)) FROM claimed)
-SELECT c.* FROM claimed c CROSS JOIN announced;
+-- In the claim's order: an UPDATE returns its rows in whatever order its plan
+-- met them.
+SELECT c.* FROM claimed c CROSS JOIN announced ORDER BY c.priority DESC, c.run_at, c.job_id;
 
 -- name: next_due
 -- Seconds (by the database's clock) until the next not-yet-due job of these
@@ -291,7 +293,9 @@ SELECT true AS claimed, c.* FROM claimed c CROSS JOIN announced
 UNION ALL
 SELECT false, a.job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL
-FROM applied a CROSS JOIN announced;
+FROM applied a CROSS JOIN announced
+-- The claimed rows first, in the claim's order (as claim_jobs).
+ORDER BY claimed DESC, priority DESC, run_at, job_id;
 
 -- name: cancel_queued
 -- Cancel a job that no node has started. Guarded by status and by the
@@ -572,6 +576,12 @@ SELECT m.start,
 FROM minutes m LEFT JOIN recent r ON true
 GROUP BY m.start
 ORDER BY m.start;
+
+-- name: set_plan_cache_mode
+-- How this session plans prepared statements: 'force_generic_plan' for the
+-- lifecycle's hot statements (planned once per connection), 'auto' for the
+-- rest (the store's GENERIC_PLAN_STATEMENTS).
+SELECT set_config('plan_cache_mode', $1, false);
 
 -- name: ping
 -- The health check: the database answers.

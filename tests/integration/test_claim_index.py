@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from orchestrator._queries import query
-from tests.pg import fetch, job_status_reads, plan_nodes, with_settings
+from tests.pg import fetch, job_status_reads, job_status_scans, rows_read, with_settings
 
 NODE = "claim-index-node"
 #: Rows of each kind of backlog the claim must not read.
@@ -40,19 +40,6 @@ async def analyzed(url: str, name: str, *args: Any) -> dict[str, Any]:
     [row] = await fetch(explain, "EXPLAIN (ANALYZE, FORMAT JSON) " + query(name), *args)
     plan: dict[str, Any] = json.loads(row[0])[0]["Plan"]
     return plan
-
-
-def job_status_scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """The plan's nodes that read job_status."""
-    return [node for node in plan_nodes(plan) if node.get("Relation Name") == "job_status"]
-
-
-def rows_read(plan: dict[str, Any]) -> int:
-    """Rows the plan's reads of job_status produced or filtered out, over all their loops."""
-    return sum(
-        (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
-        for node in job_status_scans(plan)
-    )
 
 
 async def test_a_claim_reads_no_row_of_a_backlog_it_cannot_claim(database_url: str) -> None:
