@@ -30,10 +30,17 @@ inserted AS (
 )
 SELECT * FROM inserted
 UNION ALL
-SELECT j.* FROM job_status j
-WHERE j.owner_org_id = $4 AND j.kind = $1 AND j.status IN ('queued', 'active')
-  AND j.unique_key IN (SELECT unique_key FROM input WHERE unique_key IS NOT NULL)
-  AND j.unique_key NOT IN (SELECT unique_key FROM inserted WHERE unique_key IS NOT NULL);
+-- One probe of the unique index per distinct key (LIMIT 1 keeps the lookup a
+-- probe: a join the planner could reorder might scan the organisation's and
+-- kind's whole range of the index when its statistics lag behind the table).
+SELECT j.*
+FROM (SELECT DISTINCT unique_key FROM input WHERE unique_key IS NOT NULL) k
+CROSS JOIN LATERAL (
+    SELECT * FROM job_status j
+    WHERE j.owner_org_id = $4 AND j.kind = $1 AND j.unique_key = k.unique_key AND j.status IN ('queued', 'active')
+    LIMIT 1
+) j
+WHERE k.unique_key NOT IN (SELECT unique_key FROM inserted WHERE unique_key IS NOT NULL);
 
 -- name: get_job
 -- One job, only within the caller's organisation.
