@@ -104,17 +104,21 @@ claimed AS (
         lease_node = $4,
         lease_token = nextval('lease_token_seq'),
         lease_expires_at = clock_timestamp() + make_interval(secs => $5)
-    FROM due
-    WHERE j.job_id = due.job_id
+    -- By primary key, whatever the planner guesses of how many rows `due`
+    -- holds: a generic plan (see the store's GENERIC_PLAN_STATEMENTS) that
+    -- guessed many hashed the whole table instead.
+    WHERE j.job_id = ANY (ARRAY(SELECT job_id FROM due))
     RETURNING j.job_id, j.kind, j.queue, j.payload, j.owner_user_id, j.owner_org_id, j.priority,
               j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at, j.progress, j.error,
-              j.cancel_requested_at IS NOT NULL AS cancel_requested, j.lease_token, due.previous_started_at,
-              j.trace_context
+              j.cancel_requested_at IS NOT NULL AS cancel_requested, j.lease_token, j.trace_context
 ),
 announced AS (SELECT announce_jobs(NULL, array_agg(job_id)) FROM claimed)
 -- In the claim's order: an UPDATE returns its rows in whatever order its plan
 -- met them.
-SELECT c.* FROM claimed c CROSS JOIN announced ORDER BY c.priority DESC, c.run_at, c.job_id;
+SELECT c.job_id, c.kind, c.queue, c.payload, c.owner_user_id, c.owner_org_id, c.priority, c.attempt,
+       c.max_attempts, c.run_at, c.created_at, c.started_at, c.progress, c.error, c.cancel_requested, c.lease_token, d.previous_started_at, c.trace_context
+FROM claimed c JOIN due d USING (job_id) CROSS JOIN announced
+ORDER BY c.priority DESC, c.run_at, c.job_id;
 
 -- name: next_due
 -- Seconds (by the database's clock) until the next not-yet-due job of these
@@ -284,19 +288,20 @@ claimed AS (
         lease_node = $15,
         lease_token = nextval('lease_token_seq'),
         lease_expires_at = clock_timestamp() + make_interval(secs => $16)
-    FROM due
-    WHERE j.job_id = due.job_id
+    -- By primary key, as in claim_jobs.
+    WHERE j.job_id = ANY (ARRAY(SELECT job_id FROM due))
     RETURNING j.job_id, j.kind, j.queue, j.payload, j.owner_user_id, j.owner_org_id, j.priority,
               j.attempt, j.max_attempts, j.run_at, j.created_at, j.started_at, j.progress, j.error,
-              j.cancel_requested_at IS NOT NULL AS cancel_requested, j.lease_token, due.previous_started_at,
-              j.trace_context
+              j.cancel_requested_at IS NOT NULL AS cancel_requested, j.lease_token, j.trace_context
 ),
 announced AS (
     SELECT announce_jobs(
         (SELECT array_agg(job_id) FROM applied WHERE status IN ('completed', 'failed', 'cancelled')),
         (SELECT array_agg(job_id) FROM (SELECT job_id FROM applied UNION ALL SELECT job_id FROM claimed) moved))
 )
-SELECT true AS claimed, c.* FROM claimed c CROSS JOIN announced
+SELECT true AS claimed, c.job_id, c.kind, c.queue, c.payload, c.owner_user_id, c.owner_org_id, c.priority,
+       c.attempt, c.max_attempts, c.run_at, c.created_at, c.started_at, c.progress, c.error, c.cancel_requested, c.lease_token, d.previous_started_at, c.trace_context
+FROM claimed c JOIN due d USING (job_id) CROSS JOIN announced
 UNION ALL
 SELECT false, a.job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL
