@@ -116,7 +116,8 @@ announced AS (SELECT announce_jobs(NULL, array_agg(job_id)) FROM claimed)
 -- In the claim's order: an UPDATE returns its rows in whatever order its plan
 -- met them.
 SELECT c.job_id, c.kind, c.queue, c.payload, c.owner_user_id, c.owner_org_id, c.priority, c.attempt,
-       c.max_attempts, c.run_at, c.created_at, c.started_at, c.progress, c.error, c.cancel_requested, c.lease_token, d.previous_started_at, c.trace_context
+       c.max_attempts, c.run_at, c.created_at, c.started_at, c.progress, c.error, c.cancel_requested,
+       c.lease_token, d.previous_started_at, c.trace_context
 FROM claimed c JOIN due d USING (job_id) CROSS JOIN announced
 ORDER BY c.priority DESC, c.run_at, c.job_id;
 
@@ -300,7 +301,8 @@ announced AS (
         (SELECT array_agg(job_id) FROM (SELECT job_id FROM applied UNION ALL SELECT job_id FROM claimed) moved))
 )
 SELECT true AS claimed, c.job_id, c.kind, c.queue, c.payload, c.owner_user_id, c.owner_org_id, c.priority,
-       c.attempt, c.max_attempts, c.run_at, c.created_at, c.started_at, c.progress, c.error, c.cancel_requested, c.lease_token, d.previous_started_at, c.trace_context
+       c.attempt, c.max_attempts, c.run_at, c.created_at, c.started_at, c.progress, c.error, c.cancel_requested,
+       c.lease_token, d.previous_started_at, c.trace_context
 FROM claimed c JOIN due d USING (job_id) CROSS JOIN announced
 UNION ALL
 SELECT false, a.job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
