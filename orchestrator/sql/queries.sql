@@ -115,10 +115,7 @@ claimed AS (
 announced AS (SELECT announce_jobs(NULL, array_agg(job_id)) FROM claimed)
 -- In the claim's order: an UPDATE returns its rows in whatever order its plan
 -- met them.
-SELECT c.job_id, c.kind, c.queue, c.payload, c.owner_user_id, c.owner_org_id, c.priority, c.attempt,
-       c.max_attempts, c.run_at, c.created_at, c.started_at, c.progress, c.error, c.cancel_requested,
-       c.lease_token, d.previous_started_at, c.trace_context
-FROM claimed c JOIN due d USING (job_id) CROSS JOIN announced
+SELECT c.*, d.previous_started_at FROM claimed c JOIN due d USING (job_id) CROSS JOIN announced
 ORDER BY c.priority DESC, c.run_at, c.job_id;
 
 -- name: next_due
@@ -300,10 +297,7 @@ announced AS (
         (SELECT array_agg(job_id) FROM applied WHERE status IN ('completed', 'failed', 'cancelled')),
         (SELECT array_agg(job_id) FROM (SELECT job_id FROM applied UNION ALL SELECT job_id FROM claimed) moved))
 )
-SELECT true AS claimed, c.job_id, c.kind, c.queue, c.payload, c.owner_user_id, c.owner_org_id, c.priority,
-       c.attempt, c.max_attempts, c.run_at, c.created_at, c.started_at, c.progress, c.error, c.cancel_requested,
-       c.lease_token, d.previous_started_at, c.trace_context
-FROM claimed c JOIN due d USING (job_id) CROSS JOIN announced
+SELECT true AS claimed, c.*, d.previous_started_at FROM claimed c JOIN due d USING (job_id) CROSS JOIN announced
 UNION ALL
 SELECT false, a.job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL

@@ -87,20 +87,22 @@ def literal(value: Any) -> str:
 
 async def active_rows(store: Store) -> list[TransitionRow]:
     """Transitions completing every job the node holds."""
-    rows = await store.fetch("get_jobs", [r["job_id"] for r in await held(store)])
     return [
         TransitionRow(
             job_id=r["job_id"], token=r["lease_token"], expected="active", next="completed",
             completed_at=r["started_at"] + timedelta(milliseconds=1),
         )  # fmt: skip
-        for r in rows
+        for r in await held(store)
     ]
 
 
 async def held(store: Store) -> list[Any]:
+    """The jobs the node holds: id, lease token and start."""
     async with store.connection() as conn:
         rows: list[Any] = await store._aio(
-            conn.fetch, "SELECT job_id FROM job_status WHERE lease_node = $1 AND status = 'active'", NODE
+            conn.fetch,
+            "SELECT job_id, lease_token, started_at FROM job_status WHERE lease_node = $1 AND status = 'active'",
+            NODE,
         )
     return rows
 
