@@ -27,6 +27,7 @@ import trio
 from ._database_url import check_database_url
 from ._errors import DatabaseUnavailable, OrchestratorError, StoreError
 from ._groups import NurseryEdge, peel, reraise
+from ._inline import run_inline
 from ._metrics import Metrics
 from ._migrations import Migration
 from ._queries import query
@@ -262,6 +263,12 @@ class Store:
             result: T = await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args, **kwargs)
             return result
 
+    async def _execute(self, conn: asyncpg.Connection, method: str, sql: str, *args: Any) -> Any:
+        """Run one statement on an open connection, inline in the calling
+        task (see :mod:`._inline`): cheaper than :meth:`_aio`'s asyncio task."""
+        with translated_errors():
+            return await run_inline(getattr(conn, method)(sql, *args))
+
     async def connect(self, *, pooled: bool = True) -> asyncpg.Connection:
         """A new connection with the schema on its search path (``pooled``:
         one of the pool's, replacing a dropped one if any was).
@@ -336,7 +343,7 @@ class Store:
         if (conn in self._generic) == generic:
             return
         self.statements["set_plan_cache_mode"] = self.statements.get("set_plan_cache_mode", 0) + 1
-        await self._aio(conn.fetchval, query("set_plan_cache_mode"), "force_generic_plan" if generic else "auto")
+        await self._execute(conn, "fetchval", query("set_plan_cache_mode"), "force_generic_plan" if generic else "auto")
         if generic:
             self._generic.add(conn)
         else:
@@ -386,7 +393,7 @@ class Store:
             if conn is not None:
                 # A pinned connection: no second try on another one.
                 await self.use_plans(conn, generic=name in GENERIC_PLAN_STATEMENTS)
-                return await self._aio(getattr(conn, method), query(name), *args)
+                return await self._execute(conn, method, query(name), *args)
             return await self._run_once_more(method, name, args)
         except DatabaseUnavailable:
             self.metrics.database_error(name, "unavailable")
@@ -406,7 +413,7 @@ class Store:
                 try:
                     await self.use_plans(conn, generic=generic)
                     sent = True
-                    return await self._aio(getattr(conn, method), sql, *args)
+                    return await self._execute(conn, method, sql, *args)
                 except DatabaseUnavailable as exc:
                     # Whatever broke this connection (a restart, a mass
                     # termination) broke its idle siblings too.

@@ -1,0 +1,47 @@
+"""Statements run inline in the calling trio task (orchestrator._inline), on
+a real server: results, errors, and a statement cancelled while PostgreSQL
+is still running it."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from orchestrator._errors import StoreError
+from orchestrator._store import open_store
+
+
+async def test_a_statement_cancelled_in_flight_drops_its_connection_and_the_pool_goes_on(database_url: str) -> None:
+    async with open_store(database_url, size=1) as store:
+        started = trio.Event()
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+
+            async def sleeps() -> None:
+                with scope:
+                    async with store.connection() as conn:
+                        started.set()
+                        await store._execute(conn, "fetchval", "SELECT pg_sleep(3600)")
+
+            nursery.start_soon(sleeps)
+            await started.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            held = list(store._all)
+            scope.cancel()
+        assert scope.cancelled_caught
+        # Cancelled mid-statement: that connection is never reused ...
+        assert held and not set(held) & set(store._all)
+        # ... and the pool of one serves the next statement on a new one.
+        assert await store.fetchval("ping") is not None
+        assert len(store._all) == 1
+
+
+async def test_a_refused_statement_is_translated_and_keeps_its_connection(database_url: str) -> None:
+    async with open_store(database_url, size=1) as store:
+        async with store.connection() as conn:
+            with pytest.raises(StoreError, match="division by zero"):
+                await store._execute(conn, "fetchval", "SELECT 1 / 0")
+        assert store._all == [conn]
+        assert await store.fetchval("ping") is not None
+        assert store._all == [conn]
