@@ -386,14 +386,19 @@ class Orchestrator:
                     if applied:
                         logger.info("applied migrations: %s", ", ".join(applied))
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self._listen, store)
+                    # A producer only waits for jobs to end: the announcements of
+                    # new jobs and of cancels are for workers, and each one
+                    # would wake this process for nothing.
+                    working = work and bool(self.registry.kinds)
+                    channels = [JOBS_CHANNEL, DONE_CHANNEL, CANCEL_CHANNEL] if working else [DONE_CHANNEL]
+                    await nursery.start(self._listen, store, channels)
                     self._store = store
                     if work:
                         await nursery.start(self.schedules.run, store)
                     if self.metrics_interval is not None:
                         nursery.start_soon(self.metrics.run_queue_depth, store, self.metrics_interval)
                     try:
-                        if work and self.registry.kinds:
+                        if working:
                             async with self._worker(store) as dispatcher:
                                 self._dispatcher = dispatcher
                                 with edge.body():
@@ -475,13 +480,15 @@ class Orchestrator:
     def _job_left_node(self, job_id: uuid.UUID, state: JobState) -> None:
         self._waiters.notify(job_id)
 
-    async def _listen(self, store: Store, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Route notifications; reconnect with backoff when the connection drops."""
+    async def _listen(
+        self, store: Store, channels: Sequence[str], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Route the notifications of ``channels``; reconnect with backoff when the connection drops."""
         delay, ceiling = 0.05, 5.0
         started = False
         while True:
             try:
-                async with store.listen([JOBS_CHANNEL, DONE_CHANNEL, CANCEL_CHANNEL]) as notifications:
+                async with store.listen(channels) as notifications:
                     if not started:
                         started = True
                         task_status.started()

@@ -165,3 +165,38 @@ async def test_quarantining_malformed_rows_announces_them_finished(empty_databas
         await store.migrate(migrations)
         got = await announced(store, url, lambda: store.quarantine_malformed())
         assert got == {DONE_CHANNEL: [[str(job_id)]], EVENTS_CHANNEL: [[str(job_id)]]}
+
+
+async def test_a_producer_hears_only_that_jobs_ended_and_a_worker_hears_all(database_url: str) -> None:
+    from orchestrator import Orchestrator, Principal
+
+    async def routed_while(work: bool) -> list[str]:
+        orch = Orchestrator(database_url, poll_interval=60)
+
+        @orch.job("noop")
+        async def noop(ctx: Any, payload: int) -> None:
+            return None
+
+        heard: list[str] = []
+        ended = trio.Event()
+        route = orch._route
+
+        def spy(channel: str, payload: str) -> None:
+            heard.append(channel)
+            if payload == END:
+                ended.set()
+            else:
+                route(channel, payload)
+
+        orch._route = spy  # type: ignore[method-assign]
+        async with orch.running(work=work):
+            await orch.submit("noop", 1, owner=Principal(user_id="alice", org_id="acme"))
+            await fetch(database_url, "SELECT pg_notify('orchestrator_cancel', $1)", str(uuid.uuid4()))
+            # Sent last on a channel both hear, so delivered after the others.
+            await fetch(database_url, "SELECT pg_notify('orchestrator_done', $1)", END)
+            with trio.fail_after(20):
+                await ended.wait()
+        return heard
+
+    assert set(await routed_while(work=False)) == {"done"}
+    assert {"jobs", "cancel", "done"} <= set(await routed_while(work=True))
