@@ -45,3 +45,20 @@ async def test_a_refused_statement_is_translated_and_keeps_its_connection(databa
         assert store._all == [conn]
         assert await store.fetchval("ping") is not None
         assert store._all == [conn]
+
+
+async def test_a_task_started_outside_the_stores_loop_runs_statements_on_it(database_url: str) -> None:
+    # The host's nursery predates the store: its tasks do not carry the
+    # trio-asyncio loop in their context, and must not need it.
+    async with trio.open_nursery() as host:
+        async with open_store(database_url, size=2) as store:
+            answered = trio.Event()
+            answers: list[object] = []
+
+            async def from_the_host() -> None:
+                answers.append(await store.fetchval("ping"))
+                answered.set()
+
+            host.start_soon(from_the_host)
+            await answered.wait()
+    assert answers == [1]
