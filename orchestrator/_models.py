@@ -79,7 +79,7 @@ class JobRecord(BaseModel):
     def from_row(cls, row: Mapping[str, Any]) -> JobRecord:
         # One validation of plain data, the owner included: building the
         # Owner and the state first, then the record from keywords, costs
-        # about 1.7x as much (a batch of 500 rows: 2.2 against 1.3 ms), and
+        # about 1.7x as much (a batch of 500 rows: 2.2 against 1.5 ms), and
         # ``model_validate``'s wrapper a quarter more than its validator.
         record: JobRecord = cls.__pydantic_validator__.validate_python(
             {

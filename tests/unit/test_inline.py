@@ -52,11 +52,31 @@ async def test_an_exception_set_on_the_future_is_raised_to_the_caller(loop: Any)
         await run_inline(waits_on(future))
 
 
-async def test_cancelling_the_caller_cancels_the_awaited_future(loop: Any) -> None:
-    future = loop.create_future()
+async def test_a_caller_already_cancelled_never_starts_the_coroutine(loop: Any) -> None:
+    started = []
+
+    async def would_send() -> None:
+        started.append(True)
+
     with trio.CancelScope() as scope:
         scope.cancel()
-        await run_inline(waits_on(future))
+        await run_inline(would_send())
+    assert scope.cancelled_caught
+    assert started == []
+
+
+async def test_cancelling_the_caller_cancels_the_awaited_future(loop: Any) -> None:
+    future = loop.create_future()
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def call() -> None:
+            with scope:
+                await run_inline(waits_on(future))
+
+        nursery.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
+        scope.cancel()
     assert scope.cancelled_caught
     assert future.cancelled()
 
@@ -88,6 +108,7 @@ async def test_cancelled_while_waiting_lets_the_coroutine_clean_up_first(loop: A
 
 async def test_a_coroutine_that_finishes_despite_the_cancel_returns_its_result(loop: Any) -> None:
     future = loop.create_future()
+    results = []
 
     async def swallows() -> str:
         try:
@@ -96,12 +117,19 @@ async def test_a_coroutine_that_finishes_despite_the_cancel_returns_its_result(l
             return "finished anyway"
         return "not cancelled"
 
-    with trio.CancelScope() as scope:
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def call() -> None:
+            with scope:
+                results.append(await run_inline(swallows()))
+
+        nursery.start_soon(call)
+        await trio.testing.wait_all_tasks_blocked()
         scope.cancel()
-        result = await run_inline(swallows())
-    # The result arrives; the cancellation lands at the next checkpoint
-    # (here none follows inside the scope).
-    assert result == "finished anyway"
+    # The result arrives; the cancellation would land at the caller's next
+    # checkpoint (none follows inside the scope).
+    assert results == ["finished anyway"]
 
 
 async def test_an_asyncio_cancelled_error_not_caused_by_the_caller_stays_asyncio(loop: Any) -> None:
