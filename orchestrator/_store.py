@@ -669,6 +669,23 @@ class Store:
                     conn.terminate()
 
 
+def _loop_exception(loop: Any, context: dict[str, Any]) -> None:
+    """The store's asyncio loop's exception handler.
+
+    trio-asyncio's default raises whatever reaches the handler into the
+    loop's nursery, which ends the store. A future's failure that nobody
+    was left to retrieve is not worth that: asyncpg's connect, cancelled at
+    shutdown after its protocol was built, leaves a future that fails when
+    the half-open transport closes ("Future exception was never
+    retrieved"). Such a garbage future is logged; anything else still goes
+    to trio-asyncio's handler.
+    """
+    if "future" in context and "exception was never retrieved" in str(context.get("message", "")):
+        logger.warning("asyncio: %s: %r", context["message"], context.get("exception"))
+        return
+    loop.default_exception_handler(context)
+
+
 def _transition_columns(rows: Sequence[TransitionRow]) -> tuple[list[Any], ...]:
     """The transitions as the eleven arrays the statements unnest."""
     return (
@@ -761,6 +778,7 @@ async def open_store(
     with edge.unwrapping():
         async with trio_asyncio.open_loop() as loop:
             store._loop = loop
+            loop.set_exception_handler(_loop_exception)
             try:
                 async with store.connection():
                     pass

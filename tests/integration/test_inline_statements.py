@@ -1,8 +1,11 @@
 """Statements run inline in the calling trio task (orchestrator._inline), on
-a real server: results, errors, and a statement cancelled while PostgreSQL
-is still running it."""
+a real server: results, errors, a statement cancelled while PostgreSQL is
+still running it; and what the store's asyncio loop does with a failed
+future that nobody waits for."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 import trio
@@ -62,3 +65,19 @@ async def test_a_task_started_outside_the_stores_loop_runs_statements_on_it(data
             host.start_soon(from_the_host)
             await answered.wait()
     assert answers == [1]
+
+
+async def test_a_failed_future_nobody_waits_for_is_logged_and_the_store_goes_on(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a connect cancelled mid-handshake leaves behind: a future that
+    # fails after its waiter left. trio-asyncio's default handler raised it
+    # into the loop's nursery, which ended the store.
+    async with open_store(database_url, size=1) as store:
+        orphan = store._loop.create_future()
+        orphan.set_exception(ConnectionError("unexpected connection_lost() call"))
+        del orphan
+        gc.collect()
+        await trio.testing.wait_all_tasks_blocked()
+        assert await store.fetchval("ping") == 1
+    assert "exception was never retrieved" in caplog.text
