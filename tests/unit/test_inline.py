@@ -4,7 +4,7 @@ trio-asyncio loop, with asyncio's own futures (no database)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -65,18 +65,29 @@ async def test_a_caller_already_cancelled_never_starts_the_coroutine(loop: Any) 
     assert started == []
 
 
-async def test_cancelling_the_caller_cancels_the_awaited_future(loop: Any) -> None:
-    future = loop.create_future()
+async def cancel_while_waiting(
+    coro: Coroutine[Any, Any, Any], before_cancel: Callable[[], None] = lambda: None
+) -> tuple[trio.CancelScope, list[Any]]:
+    """Run ``coro`` inline in a task of its own and cancel that task once it
+    waits (after ``before_cancel``); its cancel scope and what it returned."""
+    scope = trio.CancelScope()
+    results: list[Any] = []
+
+    async def call() -> None:
+        with scope:
+            results.append(await run_inline(coro))
+
     async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def call() -> None:
-            with scope:
-                await run_inline(waits_on(future))
-
         nursery.start_soon(call)
         await trio.testing.wait_all_tasks_blocked()
+        before_cancel()
         scope.cancel()
+    return scope, results
+
+
+async def test_cancelling_the_caller_cancels_the_awaited_future(loop: Any) -> None:
+    future = loop.create_future()
+    scope, _ = await cancel_while_waiting(waits_on(future))
     assert scope.cancelled_caught
     assert future.cancelled()
 
@@ -91,24 +102,16 @@ async def test_cancelled_while_waiting_lets_the_coroutine_clean_up_first(loop: A
         finally:
             cleaned.append("done")
 
-    async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def call() -> None:
-            with scope:
-                await run_inline(cleans_up())
-
-        nursery.start_soon(call)
-        await trio.testing.wait_all_tasks_blocked()
+    def not_yet_cleaned() -> None:
         assert not cleaned
-        scope.cancel()
+
+    scope, _ = await cancel_while_waiting(cleans_up(), not_yet_cleaned)
     assert scope.cancelled_caught
     assert cleaned == ["done"]
 
 
 async def test_a_coroutine_that_finishes_despite_the_cancel_returns_its_result(loop: Any) -> None:
     future = loop.create_future()
-    results = []
 
     async def swallows() -> str:
         try:
@@ -117,16 +120,7 @@ async def test_a_coroutine_that_finishes_despite_the_cancel_returns_its_result(l
             return "finished anyway"
         return "not cancelled"
 
-    async with trio.open_nursery() as nursery:
-        scope = trio.CancelScope()
-
-        async def call() -> None:
-            with scope:
-                results.append(await run_inline(swallows()))
-
-        nursery.start_soon(call)
-        await trio.testing.wait_all_tasks_blocked()
-        scope.cancel()
+    _, results = await cancel_while_waiting(swallows())
     # The result arrives; the cancellation would land at the caller's next
     # checkpoint (none follows inside the scope).
     assert results == ["finished anyway"]
